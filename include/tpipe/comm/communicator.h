@@ -1,0 +1,69 @@
+// The Communicator: one rank's view of the job, over c10d's Gloo process group. RAII, no globals:
+// several Communicators can live in one process (ranks as threads sharing a HashStore in tests).
+//
+// Point-to-point messages carry a Payload: a header (wire.h) then each tensor under its own tag.
+// Receives are posted early and waited on by the consumer; sends are queued and their completion
+// is awaited at the end of the step, so neither side blocks the other mid-schedule. Every wait is
+// bounded by the timeout, and a failure names this rank, the peer and the action.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tpipe/comm/wire.h"
+#include "tpipe/error.h"
+#include "tpipe/microbatch.h"
+
+namespace c10d {
+class Store;
+}
+
+namespace tpipe {
+
+struct CommOptions {
+  std::chrono::milliseconds timeout{300000};  // any wait on a peer longer than this is an error
+};
+
+class Communicator {
+ public:
+  // torchrun-style rendezvous through a TCPStore: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT.
+  static std::unique_ptr<Communicator> from_env(const CommOptions& options = {});
+
+  // Ranks sharing an existing store (e.g. threads of one process sharing a c10d::HashStore).
+  Communicator(int rank, int world_size, const c10::intrusive_ptr<c10d::Store>& store,
+               const CommOptions& options = {}, const std::string& host = "127.0.0.1");
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const;
+  int world_size() const;
+  std::chrono::milliseconds timeout() const;
+
+  // A receive posted ahead of its consumer.
+  struct PendingRecv;
+  std::shared_ptr<PendingRecv> post_recv(int src, wire::Kind kind, int mb);
+  // Waits for the message and returns its payload; `where` names the consuming action in errors.
+  Payload wait_recv(PendingRecv& r, const Where& where);
+
+  // Queues a payload (tensors are made contiguous and kept alive until wait_sends).
+  void send(const Payload& p, int dst, wire::Kind kind, int mb, int sender_stage, const Where& where);
+  // Waits until every queued send has been received.
+  void wait_sends();
+
+  // Collectives over all ranks of this Communicator.
+  void broadcast(at::Tensor& t, int root);
+  void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  void barrier();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tpipe

@@ -1,0 +1,49 @@
+// The header that precedes every activation or gradient message. The receiver learns count,
+// dtypes and shapes from it before it allocates, so shapes may change between micro-batches, and
+// a message that is not the one expected (wrong micro-batch, kind or sender) is caught on arrival.
+//
+//   int64[kHeaderWords]: magic, kind, mb, sender stage, count, then per tensor
+//                        dtype code (-1: undefined tensor), ndim, dims...
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tpipe/microbatch.h"
+
+namespace tpipe::wire {
+
+constexpr int kHeaderWords = 64;
+constexpr int kMaxTensors = 15;  // tags reserve 16 slots per message: header + tensors
+
+enum class Kind : std::int64_t { Activation = 1, Gradient = 2 };
+
+struct TensorMeta {
+  bool defined = true;
+  at::ScalarType dtype = at::kFloat;
+  std::vector<std::int64_t> shape;
+};
+
+struct Header {
+  Kind kind = Kind::Activation;
+  int mb = 0;
+  int sender_stage = 0;
+  std::vector<TensorMeta> tensors;
+};
+
+Header describe(const Payload& p, Kind kind, int mb, int sender_stage);
+at::Tensor encode(const Header& h);     // int64 [kHeaderWords]; throws ShapeError when it does not fit
+Header decode(const at::Tensor& words);  // throws CommError on a corrupt header
+at::Tensor empty_header();
+Payload allocate(const Header& h);      // uninitialised tensors to receive into (undefined stay undefined)
+
+std::string to_string(const TensorMeta& m);  // "[8,512] double", "none"
+std::string to_string(Kind k);               // "activation", "gradient"
+
+// The c10d tag of tensor `index` of a message (index 0: the header).
+int tag(Kind kind, int mb, int index);
+
+}  // namespace tpipe::wire

@@ -1,0 +1,85 @@
+// PipelineEngine: trains a model cut into stages, one stage per rank. Each rank builds only its
+// own layers, runs its list of actions from the schedule (validated before the first step), and
+// the step equals one step of single-process training on the whole batch:
+//   loss = sum over micro-batches k of loss_k * (rows_k / rows),
+// so gradients and updated weights match a single process to rounding.
+//
+//   tpipe::PipelineEngine engine(specs, loss_fn, make_optimizer, *comm, options);
+//   auto r = engine.train_batch(inputs, targets);   // inputs used on stage 0, targets on the last
+//   std::cout << r.loss;                            // the same mean loss on every rank
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tpipe/comm/communicator.h"
+#include "tpipe/layer.h"
+#include "tpipe/microbatch.h"
+#include "tpipe/partition.h"
+#include "tpipe/schedule/schedule.h"
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace tpipe {
+
+// The mean loss of one micro-batch (outputs of the last stage against its targets).
+using LossFn = std::function<at::Tensor(const Payload& outputs, const Payload& targets)>;
+// Any torch::optim optimizer over the parameters of this rank's stage.
+using OptimizerFactory = std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<at::Tensor> params)>;
+
+struct EngineOptions {
+  std::string schedule = "1f1b";       // naive | gpipe | 1f1b
+  int microbatches = 4;
+  std::string partition = "uniform";   // or layer counts per stage, "3,3,2"
+  std::vector<Chunking> input_chunking;   // empty: default_chunking
+  std::vector<Chunking> target_chunking;
+  std::optional<std::uint64_t> layer_seed;  // build layer i under torch::manual_seed(seed + i)
+};
+
+struct StepResult {
+  double loss = 0;                       // mean loss of the batch, on every rank
+  std::int64_t peak_activation_bytes = 0;  // stashed activations on this rank's stage
+};
+
+struct EvalResult {
+  double loss = 0;   // on every rank (0 when no targets were given)
+  Payload outputs;   // the last stage's outputs for the whole batch; empty on other ranks
+};
+
+class PipelineEngine {
+ public:
+  PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, OptimizerFactory optimizer, Communicator& comm,
+                 EngineOptions options = {});
+  ~PipelineEngine();
+  PipelineEngine(const PipelineEngine&) = delete;
+  PipelineEngine& operator=(const PipelineEngine&) = delete;
+
+  // One training step. `inputs` are read on the first stage, `targets` on the last; other ranks
+  // may pass empty payloads.
+  StepResult train_batch(const Payload& inputs, const Payload& targets);
+
+  // Forward only, no stash; loss when targets are given on the last stage.
+  EvalResult eval_batch(const Payload& inputs, const Payload& targets = {});
+
+  int stage() const;
+  int num_stages() const;
+  bool is_first_stage() const;
+  bool is_last_stage() const;
+  const Schedule& schedule() const;
+  const Partition& partition() const;
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
+  torch::optim::Optimizer* optimizer();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tpipe

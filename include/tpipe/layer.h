@@ -1,0 +1,56 @@
+// Layers: the unit a model is cut into. A layer maps a Payload to a Payload, so stages can
+// exchange several tensors. A LayerSpec is a name and a factory: only the rank that owns the
+// layer calls the factory, so a stage never allocates the rest of the model.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tpipe/microbatch.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace tpipe {
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  virtual Payload forward(const Payload& input) = 0;
+  // Parameters in a stable order with names local to the layer ("weight", "0.bias").
+  virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() const = 0;
+  virtual void train(bool on) = 0;
+};
+
+using LayerPtr = std::shared_ptr<Layer>;
+
+struct LayerSpec {
+  std::string name;
+  std::function<LayerPtr()> factory;
+};
+
+// A layer around a torch::nn module and a Payload -> Payload function using it.
+LayerPtr module_layer(std::shared_ptr<torch::nn::Module> module, std::function<Payload(const Payload&)> forward);
+
+// A layer around a single-tensor function: it replaces tensor 0 of the payload and passes the
+// others through unchanged (so an index or mask tensor can ride along).
+LayerPtr tensor_layer(std::shared_ptr<torch::nn::Module> module, std::function<at::Tensor(const at::Tensor&)> forward);
+
+// A parameter-free layer (activation, reshape, ...).
+LayerPtr function_layer(std::function<Payload(const Payload&)> forward);
+
+// Any single-tensor torch::nn module holder (torch::nn::Linear, Sequential, ...) as a LayerSpec:
+//   tpipe::layer("fc1", [] { return torch::nn::Linear(1024, 1024); })
+template <class MakeHolder>
+LayerSpec layer(std::string name, MakeHolder make) {
+  return {std::move(name), [make] {
+            auto impl = make().ptr();
+            return tensor_layer(impl, [impl](const at::Tensor& x) { return impl->forward(x); });
+          }};
+}
+
+}  // namespace tpipe

@@ -1,0 +1,41 @@
+// Schedule generators: pure functions (stages, micro-batches) -> Schedule, one stage per rank.
+// They produce compute actions only; insert_comms() adds the sends and receives.
+//
+// GPipe, p = 3, m = 4 (each box one unit of time, backward = 2 units):
+//   rank 0 | 0F0 0F1 0F2 0F3  .   .   .   .   .  0B0 0B1 0B2 0B3
+//   rank 1 |  .  1F0 1F1 1F2 1F3  .   .  1B0 1B1 1B2 1B3
+//   rank 2 |  .   .  2F0 2F1 2F2 2F3 2B0 2B1 2B2 2B3
+//
+// 1F1B, p = 3, m = 4: stage s runs min(p-1-s, m) warm-up forwards, then alternates one forward
+// and one backward, then drains the remaining backwards; at most min(p-s, m) micro-batches are
+// in flight on stage s (GPipe: m).
+//   rank 0 | 0F0 0F1 0F2 0B0 0F3 0B1 0B2 0B3
+//   rank 1 | 1F0 1F1 1B0 1F2 1B1 1F3 1B2 1B3
+//   rank 2 | 2F0 2B0 2F1 2B1 2F2 2B2 2F3 2B3
+//
+// naive: each micro-batch goes all the way forward and back before the next starts (model
+// parallelism without pipelining; with m = 1 it is the textbook naive model parallelism).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tpipe/schedule/schedule.h"
+
+namespace tpipe {
+
+Schedule naive_schedule(int stages, int microbatches);
+Schedule gpipe_schedule(int stages, int microbatches);
+Schedule one_f_one_b_schedule(int stages, int microbatches);
+
+// Forwards only, in micro-batch order, with their messages: evaluation and inference.
+Schedule forward_schedule(int stages, int microbatches);
+
+// The names accepted by make_schedule, in a stable order: "naive", "gpipe", "1f1b".
+const std::vector<std::string>& schedule_names();
+
+// Generator by name, with sends/receives inserted and validated. Throws ConfigError for an
+// unknown name or p, m < 1.
+Schedule make_schedule(const std::string& name, int stages, int microbatches);
+
+}  // namespace tpipe

@@ -1,0 +1,65 @@
+// A Stage: the consecutive layers one rank owns, run one micro-batch at a time. Forward keeps
+// what backward needs (the "stash": the micro-batch's input and output tensors and the autograd
+// graph behind them) until that micro-batch's backward frees it. Backward seeds autograd with
+// the gradients of the stage's outputs and returns those of its inputs, for the previous stage.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tpipe/error.h"
+#include "tpipe/layer.h"
+
+namespace tpipe {
+
+class Stage {
+ public:
+  Stage(int index, int num_stages, std::vector<LayerPtr> layers, std::vector<std::string> layer_names);
+
+  int index() const { return index_; }
+  bool is_first() const { return index_ == 0; }
+  bool is_last() const { return index_ == num_stages_ - 1; }
+
+  // Runs the layers. With `training`, floating inputs from another stage become leaves that
+  // collect gradients and the micro-batch is stashed for backward.
+  Payload forward(int mb, Payload input, bool training, const Where& where);
+
+  // Last stage: the micro-batch's loss, already weighted by its share of the batch.
+  void set_loss(int mb, const at::Tensor& loss, const Where& where);
+
+  // Backward of one micro-batch. `output_grads` holds one entry per output tensor (undefined
+  // where no gradient flows); empty on the last stage, which starts from the loss. Returns one
+  // entry per input tensor: its gradient, or undefined. Frees the stash.
+  Payload backward(int mb, const Payload& output_grads, const Where& where);
+
+  // "<layer name>.<parameter name>" -> parameter, in layer order.
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
+  std::vector<at::Tensor> parameters() const;
+  void train(bool on);
+
+  std::int64_t stashed_bytes() const { return stashed_bytes_; }
+  std::int64_t peak_stashed_bytes() const { return peak_bytes_; }
+  void reset_peak() { peak_bytes_ = stashed_bytes_; }
+  void clear_stash();
+
+ private:
+  struct Stash {
+    Payload input;
+    Payload output;
+    at::Tensor loss;
+    std::int64_t bytes = 0;
+  };
+
+  int index_;
+  int num_stages_;
+  std::vector<LayerPtr> layers_;
+  std::vector<std::string> names_;
+  std::map<int, Stash> stash_;
+  std::int64_t stashed_bytes_ = 0;
+  std::int64_t peak_bytes_ = 0;
+};
+
+}  // namespace tpipe

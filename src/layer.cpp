@@ -1,0 +1,50 @@
+// Adapters from torch::nn modules and plain functions to Layers.
+#include "tpipe/layer.h"
+
+#include <torch/nn/module.h>
+
+#include "tpipe/error.h"
+
+namespace tpipe {
+namespace {
+
+class ModuleLayer : public Layer {
+ public:
+  ModuleLayer(std::shared_ptr<torch::nn::Module> m, std::function<Payload(const Payload&)> f)
+      : module_(std::move(m)), forward_(std::move(f)) {}
+  Payload forward(const Payload& in) override { return forward_(in); }
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const override {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    if (module_)
+      for (const auto& item : module_->named_parameters()) out.emplace_back(item.key(), item.value());
+    return out;
+  }
+  void train(bool on) override {
+    if (module_) module_->train(on);
+  }
+
+ private:
+  std::shared_ptr<torch::nn::Module> module_;
+  std::function<Payload(const Payload&)> forward_;
+};
+
+}  // namespace
+
+LayerPtr module_layer(std::shared_ptr<torch::nn::Module> module, std::function<Payload(const Payload&)> forward) {
+  return std::make_shared<ModuleLayer>(std::move(module), std::move(forward));
+}
+
+LayerPtr tensor_layer(std::shared_ptr<torch::nn::Module> module, std::function<at::Tensor(const at::Tensor&)> forward) {
+  return module_layer(std::move(module), [f = std::move(forward)](const Payload& in) {
+    if (in.empty()) throw ShapeError("a single-tensor layer got an empty payload");
+    Payload out = in;
+    out[0] = f(in[0]);
+    return out;
+  });
+}
+
+LayerPtr function_layer(std::function<Payload(const Payload&)> forward) {
+  return module_layer(nullptr, std::move(forward));
+}
+
+}  // namespace tpipe

@@ -1,0 +1,115 @@
+// Forward and backward of one micro-batch on one stage (see stage.h).
+#include "tpipe/stage.h"
+
+#include <torch/torch.h>
+
+#include <set>
+
+#include "tpipe/comm/wire.h"
+
+namespace tpipe {
+namespace {
+
+// Bytes held by the distinct tensors of some payloads (a tensor passed through counts once).
+std::int64_t distinct_bytes(std::initializer_list<const Payload*> payloads) {
+  std::set<const void*> seen;
+  std::int64_t bytes = 0;
+  for (const Payload* p : payloads)
+    for (const auto& t : *p)
+      if (t.defined() && seen.insert(t.data_ptr()).second) bytes += static_cast<std::int64_t>(t.nbytes());
+  return bytes;
+}
+
+}  // namespace
+
+Stage::Stage(int index, int num_stages, std::vector<LayerPtr> layers, std::vector<std::string> layer_names)
+    : index_(index), num_stages_(num_stages), layers_(std::move(layers)), names_(std::move(layer_names)) {}
+
+Payload Stage::forward(int mb, Payload input, bool training, const Where& where) {
+  if (!training) {
+    torch::NoGradGuard no_grad;
+    for (auto& layer : layers_) input = layer->forward(input);
+    return input;
+  }
+  if (stash_.count(mb)) throw Error(where.prefix() + "micro-batch " + std::to_string(mb) + " is already in flight");
+  if (!is_first())
+    for (auto& t : input)
+      if (t.defined() && t.is_floating_point()) t.requires_grad_(true);
+  Payload output = input;
+  for (auto& layer : layers_) output = layer->forward(output);
+  Stash s{input, output, {}, distinct_bytes({&input, &output})};
+  stashed_bytes_ += s.bytes;
+  peak_bytes_ = std::max(peak_bytes_, stashed_bytes_);
+  stash_.emplace(mb, std::move(s));
+  return output;
+}
+
+void Stage::set_loss(int mb, const at::Tensor& loss, const Where& where) {
+  auto it = stash_.find(mb);
+  if (it == stash_.end()) throw Error(where.prefix() + "loss for a micro-batch that is not in flight");
+  if (!loss.defined() || loss.numel() != 1)
+    throw ShapeError(where.prefix() + "the loss function must return one number, got " +
+                     (loss.defined() ? wire::to_string(wire::TensorMeta{true, loss.scalar_type(), loss.sizes().vec()})
+                                     : std::string("nothing")));
+  it->second.loss = loss;
+}
+
+Payload Stage::backward(int mb, const Payload& output_grads, const Where& where) {
+  auto it = stash_.find(mb);
+  if (it == stash_.end()) throw Error(where.prefix() + "backward of a micro-batch that was never run forward");
+  Stash s = std::move(it->second);
+  stash_.erase(it);
+  stashed_bytes_ -= s.bytes;
+
+  std::vector<at::Tensor> roots, seeds;
+  if (is_last()) {
+    if (!s.loss.defined()) throw Error(where.prefix() + "backward on the last stage before the loss was computed");
+    if (s.loss.requires_grad()) roots.push_back(s.loss);
+  } else {
+    if (output_grads.size() != s.output.size())
+      throw ShapeError(where.prefix() + "expected " + std::to_string(s.output.size()) + " output gradients, got " +
+                       std::to_string(output_grads.size()));
+    for (std::size_t i = 0; i < s.output.size(); ++i) {
+      const at::Tensor& out = s.output[i];
+      const at::Tensor& g = output_grads[i];
+      if (!g.defined() || !out.defined() || !out.requires_grad()) continue;
+      if (g.sizes() != out.sizes() || g.scalar_type() != out.scalar_type())
+        throw ShapeError(where.prefix() + "expected gradient " +
+                         wire::to_string(wire::TensorMeta{true, out.scalar_type(), out.sizes().vec()}) + " for output " +
+                         std::to_string(i) + ", got " +
+                         wire::to_string(wire::TensorMeta{true, g.scalar_type(), g.sizes().vec()}));
+      roots.push_back(out);
+      seeds.push_back(g);
+    }
+  }
+  if (!roots.empty()) torch::autograd::backward(roots, seeds);
+
+  Payload input_grads;
+  for (const auto& t : s.input)
+    input_grads.push_back(t.defined() && t.requires_grad() ? t.grad() : at::Tensor());
+  return input_grads;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Stage::named_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (std::size_t i = 0; i < layers_.size(); ++i)
+    for (auto& [name, t] : layers_[i]->named_parameters()) out.emplace_back(names_[i] + "." + name, t);
+  return out;
+}
+
+std::vector<at::Tensor> Stage::parameters() const {
+  std::vector<at::Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+void Stage::train(bool on) {
+  for (auto& layer : layers_) layer->train(on);
+}
+
+void Stage::clear_stash() {
+  stash_.clear();
+  stashed_bytes_ = 0;
+}
+
+}  // namespace tpipe

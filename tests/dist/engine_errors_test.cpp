@@ -1,0 +1,96 @@
+// Failures become clear errors on every rank, never hangs: bad input, a rank that fails
+// mid-step, a rank that goes silent.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <thread>
+
+#include "fidelity_model.h"
+#include "ranks.h"
+
+namespace tpipe::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+EngineOptions options(int m) {
+  EngineOptions o;
+  o.microbatches = m;
+  o.input_chunking = fidelity_input_chunking();
+  return o;
+}
+
+void train_once(PipelineEngine& e, int batch) {
+  e.train_batch(e.is_first_stage() ? fidelity_inputs(0, batch) : Payload{},
+                e.is_last_stage() ? fidelity_targets(0, batch) : Payload{});
+}
+
+TEST(EngineErrors, BatchSmallerThanMicroBatchesNamesRankAndStage) {
+  const auto errors = run_ranks(2, [](Communicator& comm) {
+    PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, options(4));
+    train_once(e, 3);
+  });
+  EXPECT_EQ(errors[0],
+            "[rank 0 | stage 0] a batch of 3 cannot be split into 4 micro-batches; use at most 3 micro-batches or a "
+            "larger batch");
+  // The last stage checks its targets the same way, before anything is sent.
+  EXPECT_EQ(errors[1],
+            "[rank 1 | stage 1] a batch of 3 cannot be split into 4 micro-batches; use at most 3 micro-batches or a "
+            "larger batch");
+}
+
+TEST(EngineErrors, LossThatIsNotANumberIsAShapeErrorAtTheAction) {
+  const auto errors = run_ranks(2, [](Communicator& comm) {
+    LossFn bad = [](const Payload& out, const Payload& tgt) { return (out[0] - tgt[0]).pow(2); };
+    PipelineEngine e(fidelity_layers(), bad, fidelity_optimizer(), comm, options(2));
+    train_once(e, 4);
+  });
+  EXPECT_EQ(errors[1], "[rank 1 | stage 1 | mb 0 | 1F0] the loss function must return one number, got [2,6] double");
+  EXPECT_THAT(errors[0], HasSubstr("[rank 0 | stage 0 | mb 0 | 0B0] receiving the gradient of mb 0 from rank 1"));
+}
+
+TEST(EngineErrors, LayerErrorNamesTheActionAndPeersFailFast) {
+  std::vector<LayerSpec> layers = fidelity_layers();
+  layers[6].factory = [] {
+    return function_layer([](const Payload& in) -> Payload { return {in[0].matmul(torch::zeros({5, 5})), in[1], in[2]}; });
+  };
+  const auto start = std::chrono::steady_clock::now();
+  CommOptions slow;
+  slow.timeout = std::chrono::seconds(60);
+  const auto errors = run_ranks(
+      3,
+      [&](Communicator& comm) {
+        PipelineEngine e(layers, fidelity_loss(), fidelity_optimizer(), comm, options(2));
+        train_once(e, 4);
+      },
+      slow);
+  EXPECT_THAT(errors[2], HasSubstr("[rank 2 | stage 2 | mb 0 | 2F0] mat1 and mat2 shapes cannot be multiplied"));
+  EXPECT_THAT(errors[1], HasSubstr("rank 2 closed the connection"));
+  EXPECT_NE(errors[0], "");
+  // A dead peer is noticed at once, not after the 60 s timeout.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+}
+
+TEST(EngineErrors, SilentPeerBecomesATimeoutErrorNamingIt) {
+  CommOptions fast;
+  fast.timeout = std::chrono::milliseconds(1500);
+  const auto errors = run_ranks(
+      2,
+      [&](Communicator& comm) {
+        LossFn slow_loss = [](const Payload& out, const Payload& tgt) {
+          std::this_thread::sleep_for(std::chrono::seconds(4));
+          return fidelity_loss()(out, tgt);
+        };
+        PipelineEngine e(fidelity_layers(), comm.rank() == 1 ? slow_loss : fidelity_loss(), fidelity_optimizer(),
+                         comm, options(2));
+        train_once(e, 4);
+      },
+      fast);
+  EXPECT_THAT(errors[0], HasSubstr("[rank 0 | stage 0 | mb 0 | 0B0] receiving the gradient of mb 0 from rank 1 failed: "
+                                   "rank 1 sent nothing for 1.5 s"));
+  EXPECT_NE(errors[1], "");
+}
+
+}  // namespace
+}  // namespace tpipe::testing

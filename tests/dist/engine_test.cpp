@@ -1,0 +1,66 @@
+// Engine behaviour beyond fidelity: evaluation, activation memory of GPipe vs 1F1B.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "fidelity_model.h"
+#include "ranks.h"
+
+namespace tpipe::testing {
+namespace {
+
+EngineOptions options(const std::string& schedule, int m) {
+  EngineOptions o;
+  o.schedule = schedule;
+  o.microbatches = m;
+  o.input_chunking = fidelity_input_chunking();
+  return o;
+}
+
+TEST(Engine, EvalReturnsTheWholeBatchOutputOnTheLastStageAndTheLossEverywhere) {
+  // Reference forward in one process.
+  Payload x = fidelity_inputs(0, 10);
+  {
+    torch::NoGradGuard g;
+    for (auto& spec : fidelity_layers()) x = spec.factory()->forward(x);
+  }
+  const double want_loss = fidelity_loss()(x, fidelity_targets(0, 10)).item<double>();
+  std::vector<double> losses(3);
+  expect_ranks_ok(3, [&](Communicator& comm) {
+    PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, options("1f1b", 4));
+    const auto r = e.eval_batch(e.is_first_stage() ? fidelity_inputs(0, 10) : Payload{},
+                                e.is_last_stage() ? fidelity_targets(0, 10) : Payload{});
+    losses[comm.rank()] = r.loss;
+    if (e.is_last_stage()) {
+      ASSERT_EQ(r.outputs.size(), 3u);
+      EXPECT_LE((r.outputs[0] - x[0]).abs().max().item<double>(), 1e-13);
+      EXPECT_TRUE(torch::equal(r.outputs[1], x[1]));
+      EXPECT_FALSE(r.outputs[0].requires_grad());
+    } else {
+      EXPECT_TRUE(r.outputs.empty());
+    }
+  });
+  for (double l : losses) EXPECT_NEAR(l, want_loss, 1e-13 * want_loss);
+}
+
+// With 8 equal micro-batches on 4 stages, stage 0 stashes all 8 under GPipe and 4 under 1F1B.
+TEST(Engine, OneFOneBHalvesStageZeroActivationsAgainstGPipe) {
+  std::map<std::string, std::vector<std::int64_t>> peak;
+  std::mutex mu;
+  for (const char* s : {"gpipe", "1f1b"}) {
+    peak[s].assign(4, 0);
+    expect_ranks_ok(4, [&](Communicator& comm) {
+      PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, options(s, 8));
+      const auto r = e.train_batch(e.is_first_stage() ? fidelity_inputs(0, 16) : Payload{},
+                                   e.is_last_stage() ? fidelity_targets(0, 16) : Payload{});
+      std::lock_guard<std::mutex> lock(mu);
+      peak[s][comm.rank()] = r.peak_activation_bytes;
+    });
+  }
+  // Stage 0 per micro-batch: input x [2,6] + ids [2] + scale [6] + output h [2,6] = 96+16+48+96.
+  EXPECT_EQ(peak["gpipe"][0], 8 * 256);
+  EXPECT_EQ(peak["1f1b"][0], 4 * 256);
+  EXPECT_EQ(peak["1f1b"][3], 1 * 256);
+}
+
+}  // namespace
+}  // namespace tpipe::testing

@@ -1,0 +1,37 @@
+// One rank of the multi-process fidelity test, started by `tpipe run -n P -- fidelity_worker ...`:
+// trains the fidelity model pipelined and compares its own stage with a single-process reference
+// it computes itself. Exit 0 only when the relative error is <= 1e-10 and the losses match.
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "fidelity_model.h"
+
+int main(int argc, char** argv) {
+  using namespace tpipe;
+  using namespace tpipe::testing;
+  torch::set_num_threads(1);
+  std::string schedule = argc > 1 ? argv[1] : "1f1b";
+  const int m = argc > 2 ? std::atoi(argv[2]) : 4;
+  const int batch = 10, steps = 3;
+  try {
+    auto comm = Communicator::from_env();
+    EngineOptions o;
+    o.schedule = schedule;
+    o.microbatches = m;
+    o.input_chunking = fidelity_input_chunking();
+    PipelineEngine engine(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), *comm, o);
+    const Trace got = pipelined_run(engine, batch, steps);
+    std::string worst;
+    const double err = max_relative_error(got, reference_run(batch, steps), &worst);
+    std::cout << "stage " << engine.stage() << " of " << engine.num_stages() << ", " << got.weights.size()
+              << " parameters, max relative error " << err << " (" << worst << ")" << std::endl;
+    if (!(err <= 1e-10) || got.weights.empty()) return 1;
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

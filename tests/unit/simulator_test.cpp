@@ -1,0 +1,62 @@
+// The simulator's makespan, bubble and in-flight counts against closed forms.
+#include <gtest/gtest.h>
+
+#include "tpipe/schedule/generators.h"
+#include "tpipe/schedule/grid.h"
+#include "tpipe/schedule/simulator.h"
+
+namespace tpipe {
+namespace {
+
+TEST(Simulator, BubbleIsExactlyTheClosedFormForGPipeAnd1F1B) {
+  for (const char* name : {"gpipe", "1f1b"})
+    for (int p : {1, 2, 3, 4, 8})
+      for (int m : {1, 2, 3, 4, 8, 16}) {
+        const SimResult r = simulate(make_schedule(name, p, m));
+        EXPECT_EQ(r.makespan, 3.0 * (m + p - 1)) << name << " p=" << p << " m=" << m;
+        EXPECT_EQ(r.bubble, static_cast<double>(p - 1) / (m + p - 1)) << name << " p=" << p << " m=" << m;
+      }
+}
+
+TEST(Simulator, PeakInFlight) {
+  const int p = 4, m = 8;
+  const SimResult g = simulate(make_schedule("gpipe", p, m));
+  const SimResult f = simulate(make_schedule("1f1b", p, m));
+  EXPECT_EQ(g.peak_inflight_per_rank, (std::vector<int>{8, 8, 8, 8}));
+  EXPECT_EQ(f.peak_inflight_per_rank, (std::vector<int>{4, 3, 2, 1}));
+  EXPECT_EQ(simulate(make_schedule("1f1b", 4, 2)).peak_inflight_per_rank, (std::vector<int>{2, 2, 2, 1}));
+  EXPECT_EQ(simulate(make_schedule("naive", 4, 8)).peak_inflight_per_rank, (std::vector<int>{1, 1, 1, 1}));
+}
+
+TEST(Simulator, NaiveHasNoOverlap) {
+  const SimResult r = simulate(make_schedule("naive", 4, 2));
+  EXPECT_EQ(r.makespan, 2 * 4 * 3.0);
+  EXPECT_EQ(r.bubble, 0.75);
+  EXPECT_EQ(r.bubble_per_rank, (std::vector<double>{0.75, 0.75, 0.75, 0.75}));
+}
+
+TEST(Simulator, PerRankBubbleOfGPipe) {
+  // p=2, m=2, F=1, B=2: makespan 9, each rank busy 6.
+  const SimResult r = simulate(make_schedule("gpipe", 2, 2));
+  EXPECT_EQ(r.busy_per_rank, (std::vector<double>{6, 6}));
+  EXPECT_EQ(r.bubble_per_rank, (std::vector<double>{3.0 / 9, 3.0 / 9}));
+}
+
+TEST(Simulator, CommLatencyDelaysConsumers) {
+  Costs c;
+  c.comm = 0.5;
+  // p=2, m=1: F0 | comm | F0 B0 | comm | B0 -> 1 + .5 + 1 + 2 + .5 + 2
+  EXPECT_EQ(simulate(make_schedule("gpipe", 2, 1), c).makespan, 7.0);
+}
+
+TEST(Simulator, ChartDrawsBoxesWhereTheyRun) {
+  Costs c;
+  c.backward = 1;
+  const SimResult r = simulate(make_schedule("gpipe", 2, 2), c);
+  EXPECT_EQ(render_chart(r, 1.0),
+            "rank 0 | 0F0 0F1  .   .  0B0 0B1\n"
+            "rank 1 |  .  1F0 1F1 1B0 1B1  .\n");
+}
+
+}  // namespace
+}  // namespace tpipe

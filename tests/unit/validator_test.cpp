@@ -1,0 +1,113 @@
+// The validator rejects malformed and deadlocking schedules and shows where, on the grid.
+#include <gtest/gtest.h>
+
+#include "tpipe/error.h"
+#include "tpipe/schedule/generators.h"
+#include "tpipe/schedule/validator.h"
+
+namespace tpipe {
+namespace {
+
+Schedule two_ranks(const std::string& r0, const std::string& r1, int m) {
+  Schedule s;
+  s.name = "planted";
+  s.num_microbatches = m;
+  s.stage_rank = {0, 1};
+  s.ranks = {parse_actions(r0), parse_actions(r1)};
+  return s;
+}
+
+std::string error_of(const Schedule& s) {
+  try {
+    validate(s);
+  } catch (const ScheduleError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Validator, AcceptsEveryGeneratedSchedule) {
+  for (const auto& name : schedule_names())
+    for (int p : {1, 2, 3, 4, 5})
+      for (int m : {1, 2, 3, 4, 8}) EXPECT_NO_THROW(validate(make_schedule(name, p, m))) << name << p << m;
+}
+
+// Rank 0 waits for the gradient of micro-batch 0 before it sends micro-batch 1; rank 1 wants
+// micro-batch 1's activation before it runs the backward that produces that gradient.
+TEST(Validator, FindsAPlantedDeadlockAndMarksTheStuckActions) {
+  const Schedule s = two_ranks(
+      "0F0 0SEND_F0 0RECV_B0 0B0 0F1 0SEND_F1 0RECV_B1 0B1",
+      "1RECV_F0 1RECV_F1 1F0 1F1 1B1 1SEND_B1 1B0 1SEND_B0", 2);
+  EXPECT_EQ(error_of(s),
+            "deadlock in planted schedule: no rank can proceed\n"
+            "  rank 0 waits at 0B0 for 1SEND_B0 on rank 1\n"
+            "  rank 1 waits at 1F1 for 0SEND_F1 on rank 0\n"
+            "rank 0 | 0F0 0SEND_F0 0RECV_B0 >0B0< 0F1 0SEND_F1 0RECV_B1 0B1\n"
+            "rank 1 | 1RECV_F0 1RECV_F1 1F0 >1F1< 1B1 1SEND_B1 1B0 1SEND_B0\n");
+}
+
+TEST(Validator, FindsAPlantedMissingBackward) {
+  const Schedule s = two_ranks(
+      "0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0RECV_B1 0B0 0B1",
+      "1RECV_F0 1RECV_F1 1F0 1F1 1B0 1SEND_B0 1SEND_B1", 2);
+  const std::string e = error_of(s);
+  EXPECT_EQ(e.substr(0, e.find('\n')), "invalid planted schedule: rank 1: backward 1B1 is missing");
+}
+
+TEST(Validator, BackwardBeforeForwardIsMarked) {
+  const Schedule s = two_ranks("0B0 0F0", "", 1);
+  Schedule one = s;
+  one.stage_rank = {0};
+  one.ranks.pop_back();
+  EXPECT_EQ(error_of(one), "invalid planted schedule: rank 0: 0B0 comes before its forward 0F0\n"
+                           "rank 0 | >0B0< 0F0\n");
+}
+
+TEST(Validator, SendWithoutReceive) {
+  const Schedule s = two_ranks(
+      "0F0 0SEND_F0 0RECV_B0 0B0",
+      "1F0 1B0 1SEND_B0", 1);
+  const std::string e = error_of(s);
+  EXPECT_EQ(e.substr(0, e.find('\n')), "invalid planted schedule: rank 1: 1F0 needs 1RECV_F0, which is missing");
+}
+
+TEST(Validator, ExtraReceiveHasNoMatchingSend) {
+  Schedule s = make_schedule("gpipe", 2, 1);
+  s.ranks[0].insert(s.ranks[0].begin(), parse_action("0RECV_F0"));
+  const std::string e = error_of(s);
+  EXPECT_EQ(e.substr(0, e.find('\n')),
+            "invalid gpipe schedule: rank 0: 0RECV_F0 receives from stage -1, which does not exist");
+}
+
+TEST(Validator, RepeatedAndOutOfRange) {
+  Schedule s = make_schedule("gpipe", 2, 1);
+  s.ranks[0].push_back(parse_action("0F0"));
+  EXPECT_NE(error_of(s).find("0F0 is repeated"), std::string::npos);
+  s = make_schedule("gpipe", 2, 1);
+  s.ranks[0].push_back(parse_action("0F3"));
+  EXPECT_NE(error_of(s).find("0F3 names micro-batch 3, but there are 1"), std::string::npos);
+  s = make_schedule("gpipe", 2, 1);
+  s.ranks[0].push_back(parse_action("1F0"));
+  EXPECT_NE(error_of(s).find("1F0 is listed on rank 0, but stage 1 lives on rank 1"), std::string::npos);
+}
+
+TEST(Validator, ReceiveAfterItsConsumer) {
+  const Schedule s = two_ranks(
+      "0F0 0SEND_F0 0RECV_B0 0B0",
+      "1F0 1RECV_F0 1B0 1SEND_B0", 1);
+  const std::string e = error_of(s);
+  EXPECT_EQ(e.substr(0, e.find('\n')), "invalid planted schedule: rank 1: 1F0 comes before 1RECV_F0");
+}
+
+TEST(Validator, StepEndBeforeLastBackward) {
+  Schedule s = make_schedule("gpipe", 1, 2);
+  s.ranks[0].insert(s.ranks[0].begin() + 3, parse_action("0STEP"));
+  EXPECT_NE(error_of(s).find("0STEP comes before 0B1"), std::string::npos);
+  s = make_schedule("gpipe", 1, 2);
+  s.ranks[0].push_back(parse_action("0REDUCE_DP"));
+  s.ranks[0].push_back(parse_action("0STEP"));
+  EXPECT_EQ(error_of(s), "no error");
+}
+
+}  // namespace
+}  // namespace tpipe

@@ -1,0 +1,10 @@
+// The subcommands of the `tpipe` tool. Each parses its own arguments into a config and calls the
+// library; it returns the process exit code. Errors reach main() as exceptions.
+#pragma once
+
+namespace tpipe::cli {
+
+int run_main(int argc, char** argv);       // tpipe run -n N -- PROGRAM ARGS...
+int simulate_main(int argc, char** argv);  // tpipe simulate --schedule S --stages P --microbatches M
+
+}  // namespace tpipe::cli

@@ -1,0 +1,33 @@
+// The `tpipe` command: dispatches to a subcommand; turns any error into one line and exit 1.
+#include <iostream>
+#include <string>
+
+#include "commands.h"
+#include "tpipe/error.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: tpipe COMMAND [ARGS...]\n"
+    "  run       start N local ranks of a program:  tpipe run -n N -- PROGRAM ARGS...\n"
+    "  simulate  plan a schedule:  tpipe simulate --schedule 1f1b --stages 4 --microbatches 8\n"
+    "Run `tpipe COMMAND --help` for the options of a command.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  try {
+    if (cmd == "run") return tpipe::cli::run_main(argc - 1, argv + 1);
+    if (cmd == "simulate") return tpipe::cli::simulate_main(argc - 1, argv + 1);
+  } catch (const std::exception& e) {
+    std::cerr << "tpipe " << cmd << ": " << e.what() << "\n";
+    return 1;
+  }
+  std::cerr << "tpipe: unknown command '" << cmd << "'\n" << kUsage;
+  return 2;
+}
