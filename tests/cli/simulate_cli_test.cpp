@@ -1,0 +1,73 @@
+// `tpipe simulate` end to end: JSON keys and exact values, the table, and bad flags.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+
+namespace {
+
+struct Output {
+  int status;
+  std::string text;
+};
+
+Output tpipe(const std::string& args) {
+  std::FILE* p = popen((std::string(TPIPE_BIN) + " " + args + " 2>&1").c_str(), "r");
+  std::string text;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) text += buf;
+  const int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
+}
+
+TEST(SimulateCli, JsonHasTheExactBubbleAndTheActions) {
+  for (const char* s : {"gpipe", "1f1b"}) {
+    const auto out = tpipe(std::string("simulate --schedule ") + s + " --stages 4 --microbatches 6 --json");
+    ASSERT_EQ(out.status, 0) << out.text;
+    const auto j = nlohmann::json::parse(out.text);
+    EXPECT_EQ(j["schedule"], s);
+    EXPECT_EQ(j["stages"], 4);
+    EXPECT_EQ(j["microbatches"], 6);
+    EXPECT_EQ(j["makespan"].get<double>(), 27.0);
+    EXPECT_EQ(j["bubble"].get<double>(), 3.0 / 9.0);
+    EXPECT_EQ(j["bubble_per_rank"].size(), 4u);
+    EXPECT_EQ(j["peak_inflight_per_rank"].size(), 4u);
+    ASSERT_EQ(j["actions"].size(), 4u);
+    EXPECT_EQ(j["actions"][3].size(), 12u);
+  }
+  const auto j = nlohmann::json::parse(tpipe("simulate --schedule 1f1b --stages 2 --microbatches 3 --json").text);
+  EXPECT_EQ(j["actions"], nlohmann::json::parse(R"([["0F0","0F1","0B0","0F2","0B1","0B2"],
+                                                    ["1F0","1B0","1F1","1B1","1F2","1B2"]])"));
+  EXPECT_EQ(j["peak_inflight_per_rank"], nlohmann::json::parse("[2,1]"));
+}
+
+TEST(SimulateCli, CostsChangeTheMakespan) {
+  const auto j = nlohmann::json::parse(tpipe("simulate --schedule gpipe -p 2 -m 2 --costs 1,1 --json").text);
+  EXPECT_EQ(j["makespan"].get<double>(), 6.0);
+}
+
+TEST(SimulateCli, TableShowsBubbleAndChart) {
+  const auto out = tpipe("simulate --schedule gpipe --stages 2 --microbatches 2 --costs 1,1");
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("makespan 6, bubble 33.3% (ideal (p-1)/(m+p-1) = 33.3%)"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("rank 0 | 0F0 0F1  .   .  0B0 0B1\n"), std::string::npos) << out.text;
+}
+
+TEST(SimulateCli, BadFlagsGiveOneLineAndNonZeroExit) {
+  auto out = tpipe("simulate --schedule zigzag --stages 2 --microbatches 2");
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text, "tpipe simulate: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b\n");
+  out = tpipe("simulate --stages 0");
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text,
+            "tpipe simulate: 1f1b schedule needs stages >= 1 and micro-batches >= 1, got 0 stages and 8 micro-batches\n");
+  out = tpipe("simulate --costs 1,x");
+  EXPECT_EQ(out.status, 1);
+  EXPECT_NE(out.text.find("--costs '1,x'"), std::string::npos);
+  EXPECT_NE(tpipe("simulate --bogus").status, 0);
+  EXPECT_NE(tpipe("frobnicate").status, 0);
+}
+
+}  // namespace
