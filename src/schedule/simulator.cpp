@@ -25,20 +25,33 @@ double cost_of(const Costs& c, Op op) {
   }
 }
 
-// What a compute action waits for from another stage: the action that must have run, and whether
-// it is a send from another rank (then the comm latency applies).
-bool dependency(const Schedule& s, const Action& a, Action& dep, bool& remote) {
+struct Dep {
+  Action action;
+  bool remote;  // a message from another rank: the comm latency applies
+};
+
+// What an action waits for from other stages: the input of a compute action (the peer's send, or
+// the same-rank producer), or for a STEP the REDUCE_TIED of every stage it shares a weight with.
+std::vector<Dep> dependencies(const Schedule& s, const Action& a) {
+  std::vector<Dep> deps;
+  if (a.op == Op::OptimizerStep) {
+    for (const auto& group : s.tied_stages)
+      if (std::find(group.begin(), group.end(), a.stage) != group.end())
+        for (int t : group)
+          if (t != a.stage) deps.push_back({{t, Op::ReduceTied, -1}, false});
+    return deps;
+  }
   const int last = s.num_stages() - 1;
   int from = -1;
   if (a.op == Op::Forward && a.stage > 0) from = a.stage - 1;
   if (a.op == Op::Backward && a.stage < last) from = a.stage + 1;
-  if (from < 0) return false;
-  remote = s.rank_of(from) != s.rank_of(a.stage);
+  if (from < 0) return deps;
+  const bool remote = s.rank_of(from) != s.rank_of(a.stage);
   if (remote)
-    dep = {from, a.op == Op::Forward ? Op::SendAct : Op::SendGrad, a.mb};
+    deps.push_back({{from, a.op == Op::Forward ? Op::SendAct : Op::SendGrad, a.mb}, true});
   else
-    dep = {from, a.op, a.mb};
-  return true;
+    deps.push_back({{from, a.op, a.mb}, false});
+  return deps;
 }
 
 [[noreturn]] void report_deadlock(const Schedule& s, const std::vector<std::size_t>& next,
@@ -49,11 +62,10 @@ bool dependency(const Schedule& s, const Action& a, Action& dep, bool& remote) {
     if (next[r] >= s.ranks[r].size()) continue;
     const Action& a = s.ranks[r][next[r]];
     marks.emplace_back(r, static_cast<int>(next[r]));
-    Action dep;
-    bool remote = false;
-    dependency(s, a, dep, remote);
-    why += "  rank " + std::to_string(r) + " waits at " + to_string(a) + " for " + to_string(dep) +
-           " on rank " + std::to_string(s.rank_of(dep.stage)) + "\n";
+    for (const Dep& d : dependencies(s, a))
+      if (!done.count({d.action.stage, d.action.op, d.action.mb}))
+        why += "  rank " + std::to_string(r) + " waits at " + to_string(a) + " for " + to_string(d.action) +
+               " on rank " + std::to_string(s.rank_of(d.action.stage)) + "\n";
   }
   throw ScheduleError("deadlock in " + (s.name.empty() ? std::string("schedule") : s.name + " schedule") +
                       ": no rank can proceed\n" + why + render_grid(s, marks));
@@ -79,13 +91,16 @@ SimResult simulate(const Schedule& s, const Costs& costs) {
       for (; next[r] < s.ranks[r].size(); ++next[r]) {
         const Action& a = s.ranks[r][next[r]];
         double ready = clock[r];
-        Action dep;
-        bool remote = false;
-        if (dependency(s, a, dep, remote)) {
-          auto it = done.find({dep.stage, dep.op, dep.mb});
-          if (it == done.end()) break;  // blocked until the peer gets there
-          ready = std::max(ready, it->second + (remote ? costs.comm : 0.0));
+        bool blocked = false;
+        for (const Dep& d : dependencies(s, a)) {
+          auto it = done.find({d.action.stage, d.action.op, d.action.mb});
+          if (it == done.end()) {
+            blocked = true;  // until the peer gets there
+            break;
+          }
+          ready = std::max(ready, it->second + (d.remote ? costs.comm : 0.0));
         }
+        if (blocked) break;
         const double cost = cost_of(costs, a.op);
         res.timeline[r].push_back({a, ready, ready + cost});
         clock[r] = ready + cost;

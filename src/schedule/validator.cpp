@@ -1,6 +1,7 @@
 // Structural checks of a schedule (see validator.h); deadlock freedom is proven by simulate().
 #include "tpipe/schedule/validator.h"
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
@@ -155,6 +156,12 @@ class Checker {
     }
   }
 
+  bool is_tied(int stage) const {
+    for (const auto& g : s_.tied_stages)
+      if (std::find(g.begin(), g.end(), stage) != g.end()) return true;
+    return false;
+  }
+
   void check_step_end() const {
     for (const auto& [k, p] : pos_) {
       const Action a{std::get<0>(k), std::get<1>(k), std::get<2>(k)};
@@ -163,6 +170,15 @@ class Checker {
         for (Op op : {Op::Backward, Op::Weight})
           if (const Pos* q = find(a.stage, op, mb); q && q->index > p.index)
             fail_at(p, to_string(a) + " comes before " + to_string(Action{a.stage, op, mb}));
+      if (a.op == Op::ReduceTied && !is_tied(a.stage))
+        fail_at(p, to_string(a) + ", but stage " + std::to_string(a.stage) + " shares no weight with another stage");
+      if (a.op != Op::OptimizerStep) continue;
+      if (is_tied(a.stage) && !find(a.stage, Op::ReduceTied, -1))
+        fail_at(p, to_string(a) + " needs " + to_string(Action{a.stage, Op::ReduceTied, -1}) + ": stage " +
+                       std::to_string(a.stage) + " shares a weight with other stages");
+      for (Op op : {Op::ReduceTied, Op::ReduceDp})
+        if (const Pos* q = find(a.stage, op, -1); q && q->index > p.index)
+          fail_at(p, to_string(a) + " comes before " + to_string(Action{a.stage, op, -1}));
     }
   }
 

@@ -17,6 +17,9 @@ struct Schedule {
   bool forward_only = false;                // evaluation: forwards and their messages, no backward
   std::vector<int> stage_rank;              // stage -> rank (pipeline position)
   std::vector<std::vector<Action>> ranks;   // rank -> actions in execution order
+  // Groups of stages that hold copies of one tied weight: their REDUCE_TIED is one collective,
+  // so a STEP waits until every stage of its groups has started it.
+  std::vector<std::vector<int>> tied_stages;
 
   int num_stages() const { return static_cast<int>(stage_rank.size()); }
   int num_ranks() const { return static_cast<int>(ranks.size()); }
