@@ -47,4 +47,10 @@ LayerPtr function_layer(std::function<Payload(const Payload&)> forward) {
   return module_layer(nullptr, std::move(forward));
 }
 
+LayerSpec tied_layer(std::string name, TiedLayerSpec spec) {
+  if (spec.key.empty()) throw ConfigError("tied layer '" + name + "' needs a non-empty key");
+  if (!spec.factory || !spec.forward) throw ConfigError("tied layer '" + name + "' needs a factory and a forward");
+  return {std::move(name), nullptr, std::make_shared<const TiedLayerSpec>(std::move(spec))};
+}
+
 }  // namespace tpipe

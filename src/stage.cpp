@@ -92,8 +92,10 @@ Payload Stage::backward(int mb, const Payload& output_grads, const Where& where)
 
 std::vector<std::pair<std::string, at::Tensor>> Stage::named_parameters() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
+  std::set<const void*> seen;  // two positions of one tied weight on this stage share it
   for (std::size_t i = 0; i < layers_.size(); ++i)
-    for (auto& [name, t] : layers_[i]->named_parameters()) out.emplace_back(names_[i] + "." + name, t);
+    for (auto& [name, t] : layers_[i]->named_parameters())
+      if (seen.insert(t.unsafeGetTensorImpl()).second) out.emplace_back(names_[i] + "." + name, t);
   return out;
 }
 

@@ -1,4 +1,4 @@
-// PipelineEngine: trains a model cut into stages, one stage per rank. Each rank builds only its
+// PipelineEngine: trains a model cut into stages, one stage per rank, replicated dp times. Each rank builds only its
 // own layers, runs its list of actions from the schedule (validated before the first step), and
 // the step equals one step of single-process training on the whole batch:
 //   loss = sum over micro-batches k of loss_k * (rows_k / rows),
@@ -22,6 +22,7 @@
 #include "tpipe/microbatch.h"
 #include "tpipe/partition.h"
 #include "tpipe/schedule/schedule.h"
+#include "tpipe/topology.h"
 
 namespace torch::optim {
 class Optimizer;
@@ -36,16 +37,23 @@ using OptimizerFactory = std::function<std::unique_ptr<torch::optim::Optimizer>(
 
 struct EngineOptions {
   std::string schedule = "1f1b";       // naive | gpipe | 1f1b
-  int microbatches = 4;
+  int microbatches = 4;                // per replica
+  int dp = 1;                          // data-parallel replicas; pp = world size / dp
+  int pp = 0;                          // if set, checked against world size / dp
+  bool global_batch = true;            // train_batch gets the global batch (each replica takes its
+                                       // slice); false: each replica passes its own part
   std::string partition = "uniform";   // or layer counts per stage, "3,3,2"
   std::vector<Chunking> input_chunking;   // empty: default_chunking
   std::vector<Chunking> target_chunking;
   std::optional<std::uint64_t> layer_seed;  // build layer i under torch::manual_seed(seed + i)
+  std::optional<double> clip_grad_norm;     // global-norm clipping over the whole model
+  int tie_audit_every = 0;                  // compare tied copies' checksums every K steps (0: never)
 };
 
 struct StepResult {
-  double loss = 0;                       // mean loss of the batch, on every rank
+  double loss = 0;                         // mean loss of the global batch, on every rank
   std::int64_t peak_activation_bytes = 0;  // stashed activations on this rank's stage
+  double grad_norm = 0;                    // global gradient norm before clipping, on every rank
 };
 
 struct EvalResult {
@@ -68,8 +76,13 @@ class PipelineEngine {
   // Forward only, no stash; loss when targets are given on the last stage.
   EvalResult eval_batch(const Payload& inputs, const Payload& targets = {});
 
+  // Throws Error naming the key and the copies if the copies of a tied weight differ bitwise.
+  void audit_ties();
+
   int stage() const;
+  int replica() const;
   int num_stages() const;
+  const Topology& topology() const;
   bool is_first_stage() const;
   bool is_last_stage() const;
   const Schedule& schedule() const;

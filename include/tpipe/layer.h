@@ -28,10 +28,25 @@ class Layer {
 
 using LayerPtr = std::shared_ptr<Layer>;
 
+// How one position of the model uses a weight shared with other positions (tied weights, e.g. a
+// GPT's token embedding on the first stage and its output projection on the last). Every stage
+// that holds a position of `key` builds the module once with `factory`; `forward` says what this
+// position computes with it. The engine keeps the copies identical: one broadcast at start-up,
+// gradients summed over the stages of the tie (and the replicas) every step.
+struct TiedLayerSpec {
+  std::string key;
+  std::function<std::shared_ptr<torch::nn::Module>()> factory;
+  std::function<Payload(torch::nn::Module&, const Payload&)> forward;
+};
+
 struct LayerSpec {
   std::string name;
-  std::function<LayerPtr()> factory;
+  std::function<LayerPtr()> factory;  // untied layers
+  std::shared_ptr<const TiedLayerSpec> tied;  // tied layers (then `factory` is unused)
 };
+
+// A tied position:  tpipe::tied_layer("lm_head", {"embed", make_embedding, project_with_embedding})
+LayerSpec tied_layer(std::string name, TiedLayerSpec spec);
 
 // A layer around a torch::nn module and a Payload -> Payload function using it.
 LayerPtr module_layer(std::shared_ptr<torch::nn::Module> module, std::function<Payload(const Payload&)> forward);

@@ -35,7 +35,8 @@ class Stage {
   // entry per input tensor: its gradient, or undefined. Frees the stash.
   Payload backward(int mb, const Payload& output_grads, const Where& where);
 
-  // "<layer name>.<parameter name>" -> parameter, in layer order.
+  // "<layer name>.<parameter name>" -> parameter, in layer order, each tensor once (`layer_names`
+  // gives tied layers their key, so every copy of a tied weight has the same name).
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   std::vector<at::Tensor> parameters() const;
   void train(bool on);

@@ -3,9 +3,12 @@
 
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-#include <cstdio>
+#include "group_impl.h"
+
+#include <algorithm>
 #include <cstdlib>
 
 namespace tpipe {
@@ -46,21 +49,7 @@ int env_int(const char* name) {
   throw ConfigError(std::string(name) + "='" + v + "' is not a whole number");
 }
 
-std::string seconds(std::chrono::milliseconds t) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g s", static_cast<double>(t.count()) / 1000.0);
-  return buf;
-}
-
 bool is_loopback(const std::string& addr) { return addr == "localhost" || addr.rfind("127.", 0) == 0; }
-
-// Why a wait failed, in words a user can act on.
-std::string explain(const std::string& gloo_message, int peer, std::chrono::milliseconds timeout) {
-  const std::string who = peer >= 0 ? "rank " + std::to_string(peer) : "a peer rank";
-  if (gloo_message.find("Timed out") != std::string::npos || gloo_message.find("timed out") != std::string::npos)
-    return who + " sent nothing for " + seconds(timeout) + " (hung, or its schedule does not match this one); the timeout is set by CommOptions::timeout";
-  return who + " closed the connection (it died or failed)";
-}
 
 }  // namespace
 
@@ -69,17 +58,25 @@ struct Communicator::Impl {
   int world;
   std::chrono::milliseconds timeout;
   c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  std::unique_ptr<Group> world_group;
   std::vector<PendingSend> sends;
 
   void wait(c10d::Work& w, const Where& where, const std::string& what, int peer) {
-    try {
-      w.wait(timeout);
-    } catch (const std::exception& e) {
-      const std::string msg = e.what();
-      throw CommError(where.prefix() + what + " failed: " + explain(msg, peer, timeout) + " [gloo: " +
-                      msg.substr(0, msg.find('\n')) + "]");
-    }
+    detail::wait_work(w, timeout, where, what, peer);
+  }
+
+  std::unique_ptr<Group> make_group(const std::string& name, const std::vector<int>& ranks,
+                                    c10::intrusive_ptr<c10d::ProcessGroup> group_pg) {
+    auto g = std::make_unique<Group::Impl>();
+    g->name = name;
+    g->ranks = ranks;
+    g->index = static_cast<int>(std::find(ranks.begin(), ranks.end(), rank) - ranks.begin());
+    g->global_rank = rank;
+    g->timeout = timeout;
+    if (ranks.size() > 1) g->pg = std::move(group_pg);
+    return std::make_unique<Group>(std::move(g));
   }
 };
 
@@ -93,6 +90,7 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
   impl_->timeout = options.timeout;
   impl_->store = store;
   auto opts = c10d::ProcessGroupGloo::Options::create(options.timeout);
+  impl_->gloo_options = opts;
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
   else if (host.empty())
@@ -105,6 +103,9 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
     throw CommError(Where{rank}.prefix() + "rendezvous of " + std::to_string(world_size) +
                     " ranks failed (did every rank start?): " + e.what());
   }
+  std::vector<int> all(world_size);
+  for (int r = 0; r < world_size; ++r) all[r] = r;
+  impl_->world_group = impl_->make_group("world", all, impl_->pg);
 }
 
 std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options) {
@@ -183,17 +184,28 @@ void Communicator::wait_sends() {
     impl_->wait(*s.work, s.where, "sending to rank " + std::to_string(s.dst), s.dst);
 }
 
-void Communicator::broadcast(at::Tensor& t, int root) {
-  std::vector<at::Tensor> v{t};
-  c10d::BroadcastOptions o;
-  o.rootRank = root;
-  impl_->wait(*impl_->pg->broadcast(v, o), Where{impl_->rank}, "broadcast from rank " + std::to_string(root), root);
-}
+Group& Communicator::world() { return *impl_->world_group; }
 
-void Communicator::all_reduce_sum(std::vector<at::Tensor>& tensors) {
-  impl_->wait(*impl_->pg->allreduce(tensors), Where{impl_->rank}, "all-reduce", -1);
+std::unique_ptr<Group> Communicator::new_group(const std::string& name, const std::vector<int>& ranks) {
+  std::vector<int> sorted = ranks;
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted.empty() || std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end() || sorted.front() < 0 ||
+      sorted.back() >= impl_->world)
+    throw ConfigError(Where{impl_->rank}.prefix() + "group '" + name + "' needs distinct ranks in [0, " +
+                      std::to_string(impl_->world) + ")");
+  const auto me = std::find(ranks.begin(), ranks.end(), impl_->rank);
+  if (me == ranks.end())
+    throw ConfigError(Where{impl_->rank}.prefix() + "cannot create group '" + name + "': this rank is not in it");
+  if (ranks.size() == 1) return impl_->make_group(name, ranks, {});
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("group/" + name, impl_->store);
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  try {
+    pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, static_cast<int>(me - ranks.begin()),
+                                                     static_cast<int>(ranks.size()), impl_->gloo_options);
+  } catch (const std::exception& e) {
+    throw CommError(Where{impl_->rank}.prefix() + "creating group '" + name + "' failed: " + e.what());
+  }
+  return impl_->make_group(name, ranks, pg);
 }
-
-void Communicator::barrier() { impl_->wait(*impl_->pg->barrier(), Where{impl_->rank}, "barrier", -1); }
 
 }  // namespace tpipe

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tpipe/comm/group.h"
 #include "tpipe/comm/wire.h"
 #include "tpipe/error.h"
 #include "tpipe/microbatch.h"
@@ -56,10 +57,11 @@ class Communicator {
   // Waits until every queued send has been received.
   void wait_sends();
 
-  // Collectives over all ranks of this Communicator.
-  void broadcast(at::Tensor& t, int root);
-  void all_reduce_sum(std::vector<at::Tensor>& tensors);
-  void barrier();
+  // All ranks.
+  Group& world();
+  // A group of some ranks; every member calls this with the same name and ranks, and groups are
+  // created in the same order on every rank (Gloo connects the members when it is created).
+  std::unique_ptr<Group> new_group(const std::string& name, const std::vector<int>& ranks);
 
  private:
   struct Impl;

@@ -1,0 +1,60 @@
+// Collective groups over c10d process groups (see group.h).
+#include "tpipe/comm/group.h"
+
+#include "group_impl.h"
+
+namespace tpipe {
+
+struct AsyncOp::State {
+  c10::intrusive_ptr<c10d::Work> work;
+  std::chrono::milliseconds timeout;
+  Where where;
+  std::string what;
+};
+
+void AsyncOp::wait() {
+  if (!state_) return;
+  auto s = std::move(state_);
+  detail::wait_work(*s->work, s->timeout, s->where, s->what, -1);
+}
+
+Group::Group(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Group::~Group() = default;
+
+const std::string& Group::name() const { return impl_->name; }
+const std::vector<int>& Group::ranks() const { return impl_->ranks; }
+int Group::size() const { return static_cast<int>(impl_->ranks.size()); }
+int Group::index() const { return impl_->index; }
+
+AsyncOp Group::all_reduce_sum_async(std::vector<at::Tensor>& tensors, const std::string& what) {
+  if (!impl_->pg || tensors.empty()) return AsyncOp();
+  auto work = impl_->pg->allreduce(tensors);
+  return AsyncOp(std::make_shared<AsyncOp::State>(
+      AsyncOp::State{work, impl_->timeout, Where{impl_->global_rank}, what + " in group " + impl_->name}));
+}
+
+void Group::all_reduce_sum(std::vector<at::Tensor>& tensors, const std::string& what) {
+  all_reduce_sum_async(tensors, what).wait();
+}
+
+void Group::broadcast(std::vector<at::Tensor>& tensors, int root_index, const std::string& what) {
+  if (!impl_->pg || tensors.empty()) return;
+  c10d::BroadcastOptions o;
+  o.rootRank = root_index;
+  detail::wait_work(*impl_->pg->broadcast(tensors, o), impl_->timeout, Where{impl_->global_rank},
+                    what + " in group " + impl_->name, impl_->ranks.at(root_index));
+}
+
+std::vector<std::int64_t> Group::all_gather(std::int64_t value, const std::string& what) {
+  if (!impl_->pg) return {value};
+  std::vector<at::Tensor> in{at::full({1}, value, at::kLong)};
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int i = 0; i < size(); ++i) out[0].push_back(at::zeros({1}, at::kLong));
+  detail::wait_work(*impl_->pg->allgather(out, in), impl_->timeout, Where{impl_->global_rank},
+                    what + " in group " + impl_->name, -1);
+  std::vector<std::int64_t> values;
+  for (auto& t : out[0]) values.push_back(t.item<std::int64_t>());
+  return values;
+}
+
+}  // namespace tpipe

@@ -1,0 +1,38 @@
+// Waiting on c10d work with errors a user can act on (see work.h).
+#include "work.h"
+
+#include <cstdio>
+
+namespace tpipe::detail {
+namespace {
+
+std::string seconds(std::chrono::milliseconds t) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g s", static_cast<double>(t.count()) / 1000.0);
+  return buf;
+}
+
+// Why a wait failed: Gloo says "Timed out" for a silent peer and reports a reset or closed
+// connection for one that died.
+std::string explain(const std::string& gloo_message, int peer, std::chrono::milliseconds timeout) {
+  const std::string who = peer >= 0 ? "rank " + std::to_string(peer) : "a peer rank";
+  if (gloo_message.find("Timed out") != std::string::npos || gloo_message.find("timed out") != std::string::npos)
+    return who + " sent nothing for " + seconds(timeout) +
+           " (hung, or its schedule does not match this one); the timeout is set by CommOptions::timeout";
+  return who + " closed the connection (it died or failed)";
+}
+
+}  // namespace
+
+void wait_work(c10d::Work& work, std::chrono::milliseconds timeout, const Where& where, const std::string& what,
+               int peer) {
+  try {
+    work.wait(timeout);
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    throw CommError(where.prefix() + what + " failed: " + explain(msg, peer, timeout) + " [gloo: " +
+                    msg.substr(0, msg.find('\n')) + "]");
+  }
+}
+
+}  // namespace tpipe::detail

@@ -1,0 +1,160 @@
+// The pipeline engine: where this rank sits, building its stage and groups, and the public API.
+// The executor loop is in executor.cpp, the end of a step in step.cpp.
+#include <set>
+
+#include "engine_impl.h"
+#include "tpipe/schedule/generators.h"
+#include "tpipe/schedule/step_end.h"
+#include "tpipe/schedule/validator.h"
+
+namespace tpipe {
+namespace {
+
+// For each tie key, the stages holding one of its positions (ascending), keys in sorted order.
+std::map<std::string, std::vector<int>> tie_stages(const std::vector<LayerSpec>& layers, const Partition& part) {
+  std::map<std::string, std::vector<int>> stages;
+  for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
+    if (!layers[i].tied) continue;
+    auto& v = stages[layers[i].tied->key];
+    const int s = part.stage_of(i);
+    if (v.empty() || v.back() != s) v.push_back(s);
+  }
+  return stages;
+}
+
+}  // namespace
+
+PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, OptimizerFactory optimizer,
+                               Communicator& comm, EngineOptions options)
+    : impl_(std::make_unique<Impl>(comm, std::move(options))) {
+  auto& I = *impl_;
+  const Where at_rank{comm.rank()};
+  try {
+    I.topo = Topology::for_world(comm.world_size(), I.opts.dp);
+    if (I.opts.pp > 0) Topology(I.opts.pp, I.opts.dp).check_world(comm.world_size());
+  } catch (const ConfigError& e) {
+    throw ConfigError(at_rank.prefix() + e.what());
+  }
+  const int p = I.topo.pp(), s = I.topo.stage_of(comm.rank());
+  I.replica = I.topo.replica_of(comm.rank());
+  std::set<std::string> names;
+  for (const auto& l : layers)
+    if (!names.insert(l.name).second) throw ConfigError(at_rank.prefix() + "two layers are named '" + l.name + "'");
+  I.partition = partition_from_string(I.opts.partition, static_cast<int>(layers.size()), p);
+  I.loss_fn = std::move(loss);
+
+  const auto ties = tie_stages(layers, I.partition);
+  std::vector<std::vector<int>> tied_groups;
+  for (const auto& [key, stages] : ties)
+    if (stages.size() > 1) tied_groups.push_back(stages);
+  I.train_schedule = append_step_end(make_schedule(I.opts.schedule, p, I.opts.microbatches), tied_groups,
+                                     I.topo.dp() > 1);
+  validate(I.train_schedule);
+  I.eval_schedule = forward_schedule(p, I.opts.microbatches);
+
+  // This stage's layers; a tied module is built once per stage and shared by its positions.
+  std::vector<LayerPtr> built;
+  std::vector<std::string> built_names;
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> tied_modules;
+  for (int i = I.partition.begin(s); i < I.partition.end(s); ++i) {
+    const LayerSpec& spec = layers[i];
+    if (I.opts.layer_seed) torch::manual_seed(*I.opts.layer_seed + static_cast<std::uint64_t>(i));
+    if (!spec.tied) {
+      built.push_back(spec.factory());
+      built_names.push_back(spec.name);
+      continue;
+    }
+    auto& module = tied_modules[spec.tied->key];
+    if (!module) module = spec.tied->factory();
+    built.push_back(module_layer(module, [module = module, fwd = spec.tied->forward](const Payload& in) {
+      return fwd(*module, in);
+    }));
+    built_names.push_back(spec.tied->key);
+  }
+  I.stage = std::make_unique<Stage>(s, p, std::move(built), std::move(built_names));
+
+  // Groups, created in one global order on every rank (each rank joins those it belongs to):
+  // the replicas of each stage, then each tie across stages by key.
+  I.dp_group = comm.new_group("dp/stage" + std::to_string(s), I.topo.dp_ranks(s));
+  std::vector<TiedParams> tied;
+  std::set<const void*> tied_tensors;
+  for (const auto& [key, stages] : ties) {
+    if (stages.size() < 2 || std::find(stages.begin(), stages.end(), s) == stages.end()) continue;
+    I.tie_groups.push_back(comm.new_group("tie/" + key, I.topo.ranks_of_stages(stages)));
+    TiedParams t{key, stages, {}, I.tie_groups.back().get(), stages.front() == s};
+    for (auto& item : tied_modules.at(key)->parameters()) {
+      t.params.push_back(item);
+      tied_tensors.insert(item.unsafeGetTensorImpl());
+    }
+    tied.push_back(std::move(t));
+  }
+  std::vector<at::Tensor> untied;
+  for (auto& [name, t] : I.stage->named_parameters())
+    if (!tied_tensors.count(t.unsafeGetTensorImpl())) untied.push_back(t);
+  I.reducer = std::make_unique<GradReducer>(std::move(tied), std::move(untied), I.dp_group.get());
+  I.reducer->broadcast_initial();
+
+  auto params = I.stage->parameters();
+  if (!params.empty() && optimizer) I.optimizer = optimizer(params);
+}
+
+PipelineEngine::~PipelineEngine() = default;
+
+StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& targets) {
+  auto& I = *impl_;
+  I.stage->train(true);
+  if (I.optimizer) I.optimizer->zero_grad();
+  I.stage->reset_peak();
+  try {
+    I.begin_step(inputs, targets, true);
+    I.run(I.train_schedule);  // ends with STEP: reductions, loss, clipping, optimizer
+  } catch (...) {
+    I.abandon_step();
+    throw;
+  }
+  return {I.step_loss, I.stage->peak_stashed_bytes(), I.grad_norm};
+}
+
+EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targets) {
+  auto& I = *impl_;
+  I.stage->train(false);
+  EvalResult r;
+  try {
+    I.begin_step(inputs, targets, false);
+    I.run(I.eval_schedule);
+  } catch (...) {
+    I.abandon_step();
+    throw;
+  }
+  if (I.stage->is_last()) {
+    std::vector<Payload> parts;
+    for (auto& [mb, out] : I.outputs) parts.push_back(std::move(out));
+    r.outputs = gather_microbatches(parts);
+  }
+  I.outputs.clear();
+  I.share_loss(false);
+  r.loss = I.step_loss;
+  return r;
+}
+
+void PipelineEngine::audit_ties() {
+  auto& I = *impl_;
+  std::vector<int> rank_to_stage;
+  for (int r = 0; r < I.topo.world_size(); ++r) rank_to_stage.push_back(I.topo.stage_of(r));
+  I.reducer->audit_ties(I.comm.rank(), I.stage->index(), rank_to_stage, I.topo.dp());
+}
+
+int PipelineEngine::stage() const { return impl_->stage->index(); }
+int PipelineEngine::replica() const { return impl_->replica; }
+int PipelineEngine::num_stages() const { return impl_->topo.pp(); }
+const Topology& PipelineEngine::topology() const { return impl_->topo; }
+bool PipelineEngine::is_first_stage() const { return impl_->stage->is_first(); }
+bool PipelineEngine::is_last_stage() const { return impl_->stage->is_last(); }
+const Schedule& PipelineEngine::schedule() const { return impl_->train_schedule; }
+const Partition& PipelineEngine::partition() const { return impl_->partition; }
+std::vector<std::pair<std::string, at::Tensor>> PipelineEngine::named_parameters() const {
+  return impl_->stage->named_parameters();
+}
+torch::optim::Optimizer* PipelineEngine::optimizer() { return impl_->optimizer.get(); }
+
+}  // namespace tpipe

@@ -1,0 +1,63 @@
+// Private to the engine: the state of one rank's PipelineEngine, shared by the construction
+// (engine.cpp), the executor loop (executor.cpp) and the end-of-step work (step.cpp).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "reducer.h"
+#include "tpipe/engine.h"
+#include "tpipe/stage.h"
+#include "tpipe/topology.h"
+
+namespace tpipe {
+
+struct PipelineEngine::Impl {
+  Communicator& comm;
+  EngineOptions opts;
+  LossFn loss_fn;
+  Topology topo{1, 1};
+  int replica = 0;
+  Partition partition;
+  Schedule train_schedule;
+  Schedule eval_schedule;
+  std::unique_ptr<Stage> stage;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::unique_ptr<Group> dp_group;
+  std::vector<std::unique_ptr<Group>> tie_groups;
+  std::unique_ptr<GradReducer> reducer;
+  std::int64_t steps_done = 0;
+
+  // State of the step being run.
+  bool training = false;
+  std::vector<Payload> inputs, targets;
+  std::vector<double> weights;  // share of the global batch per micro-batch (last stage)
+  std::map<int, std::shared_ptr<Communicator::PendingRecv>> recv_act, recv_grad;
+  std::map<int, Payload> outputs, input_grads;
+  double loss_sum = 0;   // this replica's weighted loss (last stage)
+  double step_loss = 0;  // the global batch's loss, on every rank
+  double grad_norm = 0;
+
+  Impl(Communicator& c, EngineOptions o) : comm(c), opts(std::move(o)) {}
+
+  int rank_of_stage(int s) const { return topo.rank(s, replica); }
+  Where where(const Action& a) const { return Where{comm.rank(), a.stage, a.mb, to_string(a)}; }
+  Where here() const { return Where{comm.rank(), stage->index()}; }
+
+  // executor.cpp
+  void run(const Schedule& s);
+  void dispatch(const Action& a);
+  void forward(const Action& a);
+  void backward(const Action& a);
+  void begin_step(const Payload& in, const Payload& tgt, bool train);
+  void abandon_step();
+
+  // step.cpp
+  void optimizer_step();
+  void share_loss(bool with_norm);
+};
+
+}  // namespace tpipe

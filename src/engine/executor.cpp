@@ -1,0 +1,128 @@
+// The executor: a thin loop over this rank's actions, one small function per kind of action.
+#include "engine_impl.h"
+
+namespace tpipe {
+
+void PipelineEngine::Impl::forward(const Action& a) {
+  Payload in;
+  if (stage->is_first()) {
+    in = inputs.at(a.mb);
+  } else {
+    auto it = recv_act.find(a.mb);
+    in = comm.wait_recv(*it->second, where(a));
+    recv_act.erase(it);
+  }
+  Payload out = stage->forward(a.mb, std::move(in), training, where(a));
+  if (!stage->is_last()) {
+    outputs[a.mb] = std::move(out);
+    return;
+  }
+  if (!targets.empty()) {
+    at::Tensor loss = loss_fn(out, targets.at(a.mb));
+    if (training) stage->set_loss(a.mb, loss * weights.at(a.mb), where(a));
+    loss_sum += loss.item<double>() * weights.at(a.mb);
+  }
+  if (!training) outputs[a.mb] = std::move(out);
+}
+
+void PipelineEngine::Impl::backward(const Action& a) {
+  Payload grads;
+  if (!stage->is_last()) {
+    auto it = recv_grad.find(a.mb);
+    grads = comm.wait_recv(*it->second, where(a));
+    recv_grad.erase(it);
+  }
+  Payload g = stage->backward(a.mb, grads, where(a));
+  if (!stage->is_first()) input_grads[a.mb] = std::move(g);
+}
+
+void PipelineEngine::Impl::dispatch(const Action& a) {
+  switch (a.op) {
+    case Op::Forward: return forward(a);
+    case Op::Backward: return backward(a);
+    case Op::RecvAct:
+      recv_act[a.mb] = comm.post_recv(rank_of_stage(a.stage - 1), wire::Kind::Activation, a.mb);
+      return;
+    case Op::RecvGrad:
+      recv_grad[a.mb] = comm.post_recv(rank_of_stage(a.stage + 1), wire::Kind::Gradient, a.mb);
+      return;
+    case Op::SendAct: {
+      auto it = outputs.find(a.mb);
+      comm.send(it->second, rank_of_stage(a.stage + 1), wire::Kind::Activation, a.mb, a.stage, where(a));
+      outputs.erase(it);  // the stash keeps what backward needs
+      return;
+    }
+    case Op::SendGrad: {
+      auto it = input_grads.find(a.mb);
+      comm.send(it->second, rank_of_stage(a.stage - 1), wire::Kind::Gradient, a.mb, a.stage, where(a));
+      input_grads.erase(it);
+      return;
+    }
+    case Op::ReduceTied: return reducer->start_tied();
+    case Op::ReduceDp: return reducer->start_dp();
+    case Op::OptimizerStep: return optimizer_step();
+    default: throw Error(where(a).prefix() + "this engine does not run " + to_string(a.op) + " actions yet");
+  }
+}
+
+void PipelineEngine::Impl::run(const Schedule& s) {
+  for (const Action& a : s.ranks.at(stage->index())) {
+    try {
+      dispatch(a);
+    } catch (const Error&) {
+      throw;
+    } catch (const c10::Error& e) {
+      throw Error(where(a).prefix() + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      throw Error(where(a).prefix() + e.what());
+    }
+  }
+  comm.wait_sends();
+}
+
+// Cuts this replica's share out of the batch, then the micro-batches out of that. Loss weights
+// are shares of the global batch, so summing over micro-batches and replicas gives its mean.
+void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, bool train) {
+  training = train;
+  loss_sum = 0;
+  inputs.clear();
+  targets.clear();
+  weights.clear();
+  const int m = opts.microbatches, dp = topo.dp();
+  auto my_part = [&](const Payload& p, const std::vector<Chunking>& spec) {
+    return opts.global_batch && dp > 1 ? split_microbatches(p, dp, spec)[replica] : p;
+  };
+  try {
+    if (stage->is_first()) {
+      if (in.empty()) throw ConfigError("stage 0 needs the input batch, got an empty payload");
+      inputs = split_microbatches(my_part(in, opts.input_chunking), m, opts.input_chunking);
+    }
+    if (stage->is_last() && (train || !tgt.empty())) {
+      if (tgt.empty()) throw ConfigError("the last stage needs the targets, got an empty payload");
+      const Payload mine = my_part(tgt, opts.target_chunking);
+      targets = split_microbatches(mine, m, opts.target_chunking);
+      const auto rows = batch_size(mine, opts.target_chunking);
+      double global_rows = static_cast<double>(rows);
+      if (opts.global_batch) {
+        global_rows = static_cast<double>(batch_size(tgt, opts.target_chunking));
+      } else if (dp > 1) {
+        std::vector<at::Tensor> n{at::full({1}, global_rows, at::kDouble)};
+        dp_group->all_reduce_sum(n, "sum of the replicas' batch sizes");
+        global_rows = n[0].item<double>();
+      }
+      for (auto n : microbatch_sizes(rows, m)) weights.push_back(static_cast<double>(n) / global_rows);
+    }
+  } catch (const ConfigError& e) {
+    throw ConfigError(here().prefix() + e.what());
+  }
+}
+
+void PipelineEngine::Impl::abandon_step() {
+  stage->clear_stash();
+  recv_act.clear();
+  recv_grad.clear();
+  outputs.clear();
+  input_grads.clear();
+}
+
+}  // namespace tpipe
