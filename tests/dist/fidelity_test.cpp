@@ -1,7 +1,9 @@
-// The spine of the project: a pipelined step equals one process on the whole batch. Loss,
-// every gradient at every step and the weights after 3 SGD-momentum steps, float64, relative
-// error <= 1e-10, for every schedule, p in 1..4, m in {1,2,3,4,8} with a batch of 10 (not
-// divisible by 3, 4 or 8). Ranks are threads here; fidelity_processes_* runs real processes.
+// The spine of the project: a pipelined step equals one process on the whole (global) batch.
+// Loss, gradient norm, every gradient at every step and the weights after the last step, in
+// float64, relative error <= 1e-10. Ranks are threads here; fidelity_processes_* runs real ones.
+//   Threads/Fidelity:  every schedule, p in 1..4, m in {1,2,3,4,8}, batch 10 (uneven for most m)
+//   DataParallel:      pp x dp in {2x2, 3x2, 1x2}, gpipe and 1f1b, global batch 14 (7 a replica)
+//   Clipping, Tied:    global-norm clipping; weights tied across stages (toy and GPT)
 #include <gtest/gtest.h>
 
 #include <mutex>
@@ -13,80 +15,131 @@
 namespace tpipe::testing {
 namespace {
 
-constexpr int kBatch = 10;
 constexpr int kSteps = 3;
 constexpr double kTolerance = 1e-10;
 
-const Trace& reference() {
-  static const Trace ref = reference_run(kBatch, kSteps);
-  return ref;
-}
-
 struct Case {
   std::string schedule;
-  int stages;
+  int pp;
+  int dp;
   int microbatches;
 };
 
-void PrintTo(const Case& c, std::ostream* os) { *os << c.schedule << " p=" << c.stages << " m=" << c.microbatches; }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.schedule << " pp=" << c.pp << " dp=" << c.dp << " m=" << c.microbatches;
+}
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.schedule + "_p" + std::to_string(info.param.stages) + "_m" + std::to_string(info.param.microbatches);
+  const Case& c = info.param;
+  return c.schedule + "_p" + std::to_string(c.pp) + (c.dp > 1 ? "_dp" + std::to_string(c.dp) : "") + "_m" +
+         std::to_string(c.microbatches);
+}
+
+// Runs `model` pipelined on pp x dp thread ranks and checks every rank against the reference;
+// every parameter must be held somewhere. Returns the engines' names per rank.
+void expect_equal_to_single_process(const ModelDef& model, const Case& c, int batch, int steps,
+                                    const Trace& ref) {
+  std::mutex mu;
+  std::set<std::string> seen;
+  expect_ranks_ok(c.pp * c.dp, [&](Communicator& comm) {
+    EngineOptions o;
+    o.schedule = c.schedule;
+    o.microbatches = c.microbatches;
+    o.dp = c.dp;
+    o.pp = c.pp;
+    const Trace got = pipelined_run(model, comm, o, batch, steps);
+    std::string worst;
+    const double err = max_relative_error(got, ref, &worst);
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_LE(err, kTolerance) << "rank " << comm.rank() << ", worst: " << worst;
+    for (auto& [name, w] : got.weights) seen.insert(name);
+  });
+  std::set<std::string> all;
+  for (auto& [name, w] : ref.weights) all.insert(name);
+  EXPECT_EQ(seen, all) << "every parameter lives on some stage";
 }
 
 class Fidelity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Fidelity, PipelineEqualsSingleProcess) {
-  const Case c = GetParam();
-  std::mutex mu;
-  std::set<std::string> seen;
-  expect_ranks_ok(c.stages, [&](Communicator& comm) {
-    EngineOptions o;
-    o.schedule = c.schedule;
-    o.microbatches = c.microbatches;
-    o.input_chunking = fidelity_input_chunking();
-    PipelineEngine engine(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, o);
-    const Trace got = pipelined_run(engine, kBatch, kSteps);
-    std::string worst;
-    const double err = max_relative_error(got, reference(), &worst);
-    std::lock_guard<std::mutex> lock(mu);
-    EXPECT_LE(err, kTolerance) << "rank " << comm.rank() << ", worst: " << worst;
-    for (auto& [name, w] : got.weights) EXPECT_TRUE(seen.insert(name).second) << name << " on two ranks";
-  });
-  std::set<std::string> all;
-  for (auto& [name, w] : reference().weights) all.insert(name);
-  EXPECT_EQ(seen, all) << "every parameter lives on exactly one stage";
+  static const Trace ref = reference_run(fidelity_model(), 10, kSteps);
+  expect_equal_to_single_process(fidelity_model(), GetParam(), 10, kSteps, ref);
 }
 
-std::vector<Case> all_cases() {
+std::vector<Case> pipeline_cases() {
   std::vector<Case> cases;
   for (const char* s : {"gpipe", "1f1b", "naive"})
     for (int p : {1, 2, 3, 4})
-      for (int m : {1, 2, 3, 4, 8}) cases.push_back({s, p, m});
+      for (int m : {1, 2, 3, 4, 8}) cases.push_back({s, p, 1, m});
   return cases;
 }
 
-INSTANTIATE_TEST_SUITE_P(Threads, Fidelity, ::testing::ValuesIn(all_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Threads, Fidelity, ::testing::ValuesIn(pipeline_cases()), case_name);
+
+class DataParallel : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DataParallel, PipelineTimesReplicasEqualsSingleProcessOnTheGlobalBatch) {
+  static const Trace ref = reference_run(fidelity_model(), 14, kSteps);
+  expect_equal_to_single_process(fidelity_model(), GetParam(), 14, kSteps, ref);
+}
+
+std::vector<Case> dp_cases() {
+  std::vector<Case> cases;
+  for (const char* s : {"gpipe", "1f1b"})
+    for (auto [pp, dp] : {std::pair{2, 2}, {3, 2}, {1, 2}}) cases.push_back({s, pp, dp, 3});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, DataParallel, ::testing::ValuesIn(dp_cases()), case_name);
+
+// Global-norm clipping over all stages and replicas equals clip_grad_norm_ in one process; the
+// threshold is below the norm so every step clips.
+TEST(Clipping, ClippedStepEqualsSingleProcessClippedStep) {
+  ModelDef model = fidelity_model();
+  model.clip = 0.05;
+  const Trace ref = reference_run(model, 12, kSteps);
+  ASSERT_GT(ref.grad_norms[0], 0.1) << "the test must actually clip";
+  for (Case c : {Case{"1f1b", 3, 1, 4}, Case{"gpipe", 2, 2, 3}}) expect_equal_to_single_process(model, c, 12, kSteps, ref);
+}
+
+TEST(Tied, KeysUsedInDifferentOrdersOnDifferentStages) {
+  const Trace ref = reference_run(tied_toy_model(), 10, kSteps);
+  ASSERT_EQ(ref.weights.count("a.weight") + ref.weights.count("b.weight"), 2u);
+  for (Case c : {Case{"1f1b", 4, 1, 3}, Case{"gpipe", 3, 1, 2}, Case{"1f1b", 2, 2, 2}})
+    expect_equal_to_single_process(tied_toy_model(), c, 10, kSteps, ref);
+}
+
+class TiedGpt : public ::testing::TestWithParam<Case> {};
+
+// The embedding on the first stage and the output projection on the last share "wte".
+TEST_P(TiedGpt, EqualsTheSingleProcessModelWithOneSharedWeight) {
+  static const Trace ref = reference_run(gpt_test_model(), 8, kSteps);
+  expect_equal_to_single_process(gpt_test_model(), GetParam(), 8, kSteps, ref);
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, TiedGpt,
+                         ::testing::Values(Case{"1f1b", 2, 1, 2}, Case{"gpipe", 3, 1, 4}, Case{"1f1b", 2, 2, 2},
+                                           Case{"gpipe", 3, 2, 2}),
+                         case_name);
 
 // The comparison is sensitive: a run on a different batch is far from the reference.
 TEST(FidelityCheck, DetectsADifferentComputation) {
-  const Trace other = reference_run(kBatch - 1, kSteps);
-  EXPECT_GT(max_relative_error(other, reference()), 1e-3);
+  const Trace ref = reference_run(fidelity_model(), 10, kSteps);
+  EXPECT_GT(max_relative_error(reference_run(fidelity_model(), 9, kSteps), ref), 1e-3);
 }
 
-// The loss every rank reports is the batch mean; check its value on step 0 for one case.
+// The loss every rank reports is the same number, the batch mean.
 TEST(FidelityCheck, LossIsTheSameOnEveryRank) {
-  std::vector<double> losses(3);
-  expect_ranks_ok(3, [&](Communicator& comm) {
+  const Trace ref = reference_run(fidelity_model(), 10, 1);
+  std::vector<double> losses(6);
+  expect_ranks_ok(6, [&](Communicator& comm) {
     EngineOptions o;
-    o.microbatches = 4;
-    o.input_chunking = fidelity_input_chunking();
-    PipelineEngine engine(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, o);
-    losses[comm.rank()] = pipelined_run(engine, kBatch, 1).losses[0];
+    o.microbatches = 2;
+    o.dp = 2;
+    losses[comm.rank()] = pipelined_run(fidelity_model(), comm, o, 10, 1).losses[0];
   });
-  EXPECT_EQ(losses[0], losses[2]);
-  EXPECT_EQ(losses[1], losses[2]);
-  EXPECT_NEAR(losses[0], reference().losses[0], 1e-12 * reference().losses[0]);
+  for (int r = 1; r < 6; ++r) EXPECT_EQ(losses[r], losses[0]) << r;
+  EXPECT_NEAR(losses[0], ref.losses[0], 1e-12 * ref.losses[0]);
 }
 
 }  // namespace

@@ -15,18 +15,19 @@ int main(int argc, char** argv) {
   torch::set_num_threads(1);
   std::string schedule = argc > 1 ? argv[1] : "1f1b";
   const int m = argc > 2 ? std::atoi(argv[2]) : 4;
-  const int batch = 10, steps = 3;
+  const int dp = argc > 3 ? std::atoi(argv[3]) : 1;
+  const int batch = 14, steps = 3;
   try {
     auto comm = Communicator::from_env();
     EngineOptions o;
     o.schedule = schedule;
     o.microbatches = m;
-    o.input_chunking = fidelity_input_chunking();
-    PipelineEngine engine(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), *comm, o);
-    const Trace got = pipelined_run(engine, batch, steps);
+    o.dp = dp;
+    std::unique_ptr<PipelineEngine> engine;
+    const Trace got = pipelined_run(fidelity_model(), *comm, o, batch, steps, &engine);
     std::string worst;
-    const double err = max_relative_error(got, reference_run(batch, steps), &worst);
-    std::cout << "stage " << engine.stage() << " of " << engine.num_stages() << ", " << got.weights.size()
+    const double err = max_relative_error(got, reference_run(fidelity_model(), batch, steps), &worst);
+    std::cout << "stage " << engine->stage() << " of " << engine->num_stages() << ", " << got.weights.size()
               << " parameters, max relative error " << err << " (" << worst << ")" << std::endl;
     if (!(err <= 1e-10) || got.weights.empty()) return 1;
   } catch (const std::exception& e) {

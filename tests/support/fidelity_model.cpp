@@ -1,10 +1,12 @@
-// The fidelity model and its single-process reference (see fidelity_model.h).
+// The models of the fidelity tests (see fidelity_model.h).
 #include "fidelity_model.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <stdexcept>
+
+#include "tpipe/models/gpt.h"
 
 namespace tpipe::testing {
 namespace {
@@ -67,71 +69,64 @@ Payload fidelity_targets(int step, int batch) {
   return {torch::randn({batch, kDim}, g, torch::TensorOptions().dtype(torch::kDouble))};
 }
 
-Trace reference_run(int batch, int steps) {
-  std::vector<LayerPtr> layers;
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (const auto& spec : fidelity_layers()) {
-    layers.push_back(spec.factory());
-    for (auto& [n, t] : layers.back()->named_parameters()) named.emplace_back(spec.name + "." + n, t);
-  }
-  std::vector<at::Tensor> params;
-  for (auto& [n, t] : named) params.push_back(t);
-  auto opt = fidelity_optimizer()(params);
-  Trace tr;
-  for (int step = 0; step < steps; ++step) {
-    opt->zero_grad();
-    Payload x = fidelity_inputs(step, batch);
-    for (auto& l : layers) x = l->forward(x);
-    at::Tensor loss = fidelity_loss()(x, fidelity_targets(step, batch));
-    loss.backward();
-    tr.losses.push_back(loss.item<double>());
-    std::map<std::string, at::Tensor> g;
-    for (auto& [n, t] : named) g[n] = t.grad().clone();
-    tr.grads.push_back(std::move(g));
-    opt->step();
-  }
-  for (auto& [n, t] : named) tr.weights[n] = t.detach().clone();
-  return tr;
+ModelDef fidelity_model() {
+  return {fidelity_layers, fidelity_loss(), fidelity_optimizer(), fidelity_inputs, fidelity_targets,
+          fidelity_input_chunking(), std::nullopt};
 }
 
-Trace pipelined_run(PipelineEngine& engine, int batch, int steps) {
-  Trace tr;
-  for (int step = 0; step < steps; ++step) {
-    const bool first = engine.is_first_stage(), last = engine.is_last_stage();
-    const auto r = engine.train_batch(first ? fidelity_inputs(step, batch) : Payload{},
-                                      last ? fidelity_targets(step, batch) : Payload{});
-    tr.losses.push_back(r.loss);
-    std::map<std::string, at::Tensor> g;
-    for (auto& [n, t] : engine.named_parameters()) g[n] = t.grad().clone();
-    tr.grads.push_back(std::move(g));
-  }
-  for (auto& [n, t] : engine.named_parameters()) tr.weights[n] = t.detach().clone();
-  return tr;
+namespace {
+
+// A linear map on the hidden state whose weight is tied by `key`; built identically everywhere.
+LayerSpec tied_linear(const std::string& name, const std::string& key) {
+  return tied_layer(name, {key,
+                           [key] {
+                             auto lin = torch::nn::Linear(kDim, kDim);
+                             lin->to(torch::kDouble);
+                             torch::NoGradGuard no_grad;
+                             auto gen = at::make_generator<at::CPUGeneratorImpl>(key == "a" ? 77 : 78);
+                             for (auto& p : lin->parameters()) p.uniform_(-0.5, 0.5, gen);
+                             return std::static_pointer_cast<torch::nn::Module>(lin.ptr());
+                           },
+                           [](torch::nn::Module& m, const Payload& in) -> Payload {
+                             auto& lin = dynamic_cast<torch::nn::LinearImpl&>(m);
+                             return {torch::tanh(lin.forward(in[0])), in[1], in[2]};
+                           }});
 }
 
-double max_relative_error(const Trace& got, const Trace& want, std::string* worst) {
-  double err = 0;
-  auto note = [&](double e, const std::string& what) {
-    if (e > err || std::isnan(e)) {
-      err = std::isnan(e) ? INFINITY : e;
-      if (worst) *worst = what;
-    }
+}  // namespace
+
+ModelDef tied_toy_model() {
+  ModelDef m = fidelity_model();
+  m.layers = [] {
+    const auto blocks = fidelity_layers();
+    return std::vector<LayerSpec>{tied_linear("b0", "b"), blocks[0], tied_linear("a0", "a"), blocks[1],
+                                  tied_linear("b1", "b"), blocks[2], tied_linear("a1", "a"), blocks[3]};
   };
-  auto rel = [](const at::Tensor& a, const at::Tensor& b) {
-    const double scale = std::max(b.abs().max().item<double>(), 1e-300);
-    return (a - b).abs().max().item<double>() / scale;
+  return m;
+}
+
+ModelDef gpt_test_model() {
+  GptConfig c;
+  c.vocab = 11;
+  c.dim = 8;
+  c.heads = 2;
+  c.layers = 2;
+  c.seq_len = 6;
+  c.dtype = torch::kDouble;
+  c.seed = 3;
+  ModelDef m;
+  m.layers = [c] { return gpt_layers(c); };
+  m.loss = gpt_loss();
+  m.optimizer = [](std::vector<at::Tensor> params) -> std::unique_ptr<torch::optim::Optimizer> {
+    return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(1e-2));
   };
-  if (got.losses.size() != want.losses.size()) throw std::runtime_error("different number of steps");
-  for (std::size_t s = 0; s < want.losses.size(); ++s) {
-    note(std::abs(got.losses[s] - want.losses[s]) / std::abs(want.losses[s]), "loss of step " + std::to_string(s));
-    for (auto& [n, g] : got.grads[s]) {
-      auto it = want.grads[s].find(n);
-      if (it == want.grads[s].end()) throw std::runtime_error("unknown parameter " + n);
-      note(rel(g, it->second), "gradient of " + n + " at step " + std::to_string(s));
-    }
-  }
-  for (auto& [n, w] : got.weights) note(rel(w, want.weights.at(n)), "weight " + n);
-  return err;
+  auto tokens = [c](int step, int batch, int salt) {
+    auto g = gen_for(step, salt);
+    return torch::randint(0, c.vocab, {batch, c.seq_len}, g, torch::kLong);
+  };
+  m.inputs = [tokens](int step, int batch) { return Payload{tokens(step, batch, 3)}; };
+  m.targets = [tokens](int step, int batch) { return Payload{tokens(step, batch, 4)}; };
+  return m;
 }
 
 }  // namespace tpipe::testing

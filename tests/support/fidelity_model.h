@@ -1,4 +1,4 @@
-// The model of the fidelity tests, and a single-process reference to compare pipelines against.
+// The models of the fidelity tests.
 // Stages exchange three tensors: hidden states (float64, batch), token ids (int64, batch) and a
 // scale vector without a batch dimension (replicated to every micro-batch):
 //   layer i:  h <- tanh(W_i h + b_i + E_i[ids]) * scale
@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "reference.h"
 #include "tpipe/engine.h"
 
 namespace tpipe::testing {
@@ -21,21 +22,14 @@ std::vector<Chunking> fidelity_input_chunking();  // {Batch, Batch, Replicate}
 Payload fidelity_inputs(int step, int batch);
 Payload fidelity_targets(int step, int batch);
 
-// What a run produced: per step the loss and every parameter's gradient, and the final weights.
-struct Trace {
-  std::vector<double> losses;
-  std::vector<std::map<std::string, at::Tensor>> grads;
-  std::map<std::string, at::Tensor> weights;
-};
+// The fidelity model as a ModelDef (SGD with momentum).
+ModelDef fidelity_model();
 
-// The whole model in one process, whole batch, `steps` optimizer steps.
-Trace reference_run(int batch, int steps);
+// Fidelity blocks interleaved with linear maps tied by key across stages:
+//   [b] block0 [a] block1 [b] block2 [a] block3   (8 layers; keys used in different orders)
+ModelDef tied_toy_model();
 
-// This rank's part, through the engine.
-Trace pipelined_run(PipelineEngine& engine, int batch, int steps);
-
-// Largest relative error of the pipelined values (only the parameters this rank holds) against
-// the reference: max |a - b| / max |b| per tensor. Also checks that every name is known.
-double max_relative_error(const Trace& pipelined, const Trace& reference, std::string* worst = nullptr);
+// The library's GPT (float64, tiny) with its output projection tied to the embedding; Adam.
+ModelDef gpt_test_model();
 
 }  // namespace tpipe::testing
