@@ -2,8 +2,9 @@
 //   MLP of 8 x [Linear(1024,1024) + ReLU], batch 1024, m = 8 micro-batches, p = 2 stages,
 //   one BLAS / intra-op thread per rank (OPENBLAS_NUM_THREADS=1).
 // Measured in one run, as ratios: single process on the whole batch; single process doing the
-// same 8 micro-batches serially; tpipe GPipe and 1F1B over 2 processes; each against the GPipe
-// bound = (serial micro-batch time / 2) x (m + p - 1) / m. Also stage 0's peak stashed activations.
+// same 8 micro-batches serially; tpipe GPipe and 1F1B over 2 processes; pure data parallelism
+// over 2; pp=2 x dp=2 over 4; each against the GPipe bound = (serial micro-batch time / 2) x
+// (m + p - 1) / m, with the all-reduce's share of the step. Also stage 0's peak activations.
 //
 // The orchestrator (no --mode) runs itself in worker modes and prints the table:
 //   tpipe_bench --mode local                          -> single and serial step times
@@ -18,6 +19,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "tpipe/engine.h"
 
@@ -85,19 +87,26 @@ nlohmann::json run_local(const Workload& w) {
   return {{"single_s", single}, {"serial_s", serial}};
 }
 
-nlohmann::json run_pipe(const Workload& w, const std::string& schedule) {
+nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp) {
   auto comm = tpipe::Communicator::from_env();
   tpipe::EngineOptions o;
   o.schedule = schedule;
   o.microbatches = w.microbatches;
+  o.dp = dp;
   o.layer_seed = 0;
   tpipe::PipelineEngine engine(
       model(w), [](const tpipe::Payload& out, const tpipe::Payload& t) { return loss_fn(out[0], t[0]); }, sgd, *comm, o);
   torch::manual_seed(1);
   const auto x = torch::randn({w.batch, w.width}), y = torch::randn({w.batch, w.width});
   std::int64_t peak = 0;
-  const double step = time_steps(w, [&] { peak = engine.train_batch({x}, {y}).peak_activation_bytes; });
-  return {{"step_s", step}, {"peak_bytes", peak}, {"stage", engine.stage()}};
+  double reduce = 0;
+  int timed = 0;
+  const double step = time_steps(w, [&] {
+    const auto r = engine.train_batch({x}, {y});
+    peak = r.peak_activation_bytes;
+    if (++timed > w.warmup) reduce += r.reduce_seconds;
+  });
+  return {{"step_s", step}, {"peak_bytes", peak}, {"reduce_s", reduce / w.steps}, {"rank", comm->rank()}};
 }
 
 // Runs a command and returns the JSON object it printed after "BENCH ".
@@ -118,9 +127,11 @@ nlohmann::json run_child(const std::string& cmd) {
 int main(int argc, char** argv) {
   CLI::App app{"tpipe benchmark: pipelined vs single-process training of the reference MLP"};
   std::string mode, schedule = "gpipe", tpipe_cmd = "tpipe";
+  int dp = 1;
   Workload w;
   app.add_option("--mode", mode, "worker mode: local | pipe (empty: run everything and print the table)");
   app.add_option("--schedule", schedule, "pipe mode: gpipe | 1f1b | naive");
+  app.add_option("--dp", dp, "pipe mode: data-parallel replicas (ranks = 2 x dp / pp)");
   app.add_option("--tpipe", tpipe_cmd, "path of the tpipe command (for `tpipe run`)");
   app.add_option("--steps", w.steps, "timed steps per configuration (median is reported)")->capture_default_str();
   app.add_option("--batch", w.batch, "mini-batch size")->capture_default_str();
@@ -132,8 +143,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (mode == "pipe") {
-      const auto r = run_pipe(w, schedule);
-      if (r["stage"] == 0) std::cout << "BENCH " << r.dump() << std::endl;
+      const auto r = run_pipe(w, schedule, dp);
+      if (r["rank"] == 0) std::cout << "BENCH " << r.dump() << std::endl;
       return 0;
     }
     const std::string self = argv[0];
@@ -141,26 +152,41 @@ int main(int argc, char** argv) {
     std::cout << "workload: " << w.layers << " x [Linear(" << w.width << "," << w.width << ")+ReLU], batch " << w.batch
               << ", m = " << w.microbatches << ", p = 2, OPENBLAS_NUM_THREADS=1, median of " << w.steps << " steps\n\n";
     const auto local = run_child("OPENBLAS_NUM_THREADS=1 " + self + " --mode local" + common);
-    nlohmann::json pipe;
-    for (const char* s : {"gpipe", "1f1b"})
-      pipe[s] = run_child("OPENBLAS_NUM_THREADS=1 " + tpipe_cmd + " run -n 2 -- " + self + " --mode pipe --schedule " +
-                          s + common);
+    struct Config {
+      const char* label;
+      const char* schedule;
+      int ranks, dp;
+    };
+    const std::vector<Config> configs{{"tpipe gpipe, pp=2", "gpipe", 2, 1},
+                                      {"tpipe 1f1b, pp=2", "1f1b", 2, 1},
+                                      {"tpipe dp=2 (pp=1)", "1f1b", 2, 2},
+                                      {"tpipe 1f1b, pp=2 x dp=2 (4 ranks)", "1f1b", 4, 2}};
+    std::vector<nlohmann::json> results;
+    for (const auto& c : configs)
+      results.push_back(run_child("OPENBLAS_NUM_THREADS=1 " + tpipe_cmd + " run -n " + std::to_string(c.ranks) +
+                                  " -- " + self + " --mode pipe --schedule " + c.schedule + " --dp " +
+                                  std::to_string(c.dp) + common));
     const double serial = local["serial_s"], single = local["single_s"];
     const int m = w.microbatches, p = 2;
     const double bound = serial / p * (m + p - 1) / m;
-    auto row = [&](const char* name, double t, const std::string& note) {
-      std::printf("%-38s %9.3f s   %6.2fx bound   %s\n", name, t, t / bound, note.c_str());
+    std::printf("%-38s %11s   %12s   %s\n", "configuration", "step time", "vs bound", "notes");
+    auto row = [&](const std::string& name, double t, const std::string& note) {
+      std::printf("%-38s %9.3f s   %6.2fx bound   %s\n", name.c_str(), t, t / bound, note.c_str());
     };
-    std::printf("%-38s %11s   %12s\n", "configuration", "step time", "vs bound");
     row("single process, whole batch", single, "");
     row("single process, 8 micro-batches serial", serial, "");
     row("GPipe bound (serial/2 x (m+p-1)/m)", bound, "");
-    for (const char* s : {"gpipe", "1f1b"}) {
-      const std::string name = std::string("tpipe ") + s + ", 2 processes";
-      row(name.c_str(), pipe[s]["step_s"], "speed-up vs serial " + std::to_string(serial / double(pipe[s]["step_s"])).substr(0, 4) + "x");
+    for (std::size_t i = 0; i < configs.size(); ++i) {
+      const double t = results[i]["step_s"], reduce = results[i]["reduce_s"];
+      char note[128];
+      std::snprintf(note, sizeof note, "%.2fx faster than serial; all-reduce %.1f%% of the step", serial / t,
+                    100 * reduce / t);
+      row(configs[i].label, t, note);
     }
     std::printf("\npeak stashed activations, stage 0:  gpipe %.1f MiB   1f1b %.1f MiB\n",
-                double(pipe["gpipe"]["peak_bytes"]) / (1 << 20), double(pipe["1f1b"]["peak_bytes"]) / (1 << 20));
+                double(results[0]["peak_bytes"]) / (1 << 20), double(results[1]["peak_bytes"]) / (1 << 20));
+    std::printf("(the machine has %u cores: 4 ranks share them, so pp=2 x dp=2 is oversubscribed)\n",
+                std::thread::hardware_concurrency());
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -112,7 +112,7 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
     I.abandon_step();
     throw;
   }
-  return {I.step_loss, I.stage->peak_stashed_bytes(), I.grad_norm};
+  return {I.step_loss, I.stage->peak_stashed_bytes(), I.grad_norm, I.reduce_seconds};
 }
 
 EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targets) {

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <vector>
@@ -40,6 +41,15 @@ struct PipelineEngine::Impl {
   double loss_sum = 0;   // this replica's weighted loss (last stage)
   double step_loss = 0;  // the global batch's loss, on every rank
   double grad_norm = 0;
+  double reduce_seconds = 0;
+
+  // Runs f and adds its wall time to reduce_seconds.
+  template <class F>
+  void timed_reduce(F f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    reduce_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
 
   Impl(Communicator& c, EngineOptions o) : comm(c), opts(std::move(o)) {}
 

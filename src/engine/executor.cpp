@@ -58,8 +58,8 @@ void PipelineEngine::Impl::dispatch(const Action& a) {
       input_grads.erase(it);
       return;
     }
-    case Op::ReduceTied: return reducer->start_tied();
-    case Op::ReduceDp: return reducer->start_dp();
+    case Op::ReduceTied: return timed_reduce([&] { reducer->start_tied(); });
+    case Op::ReduceDp: return timed_reduce([&] { reducer->start_dp(); });
     case Op::OptimizerStep: return optimizer_step();
     default: throw Error(where(a).prefix() + "this engine does not run " + to_string(a.op) + " actions yet");
   }
@@ -85,6 +85,7 @@ void PipelineEngine::Impl::run(const Schedule& s) {
 void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, bool train) {
   training = train;
   loss_sum = 0;
+  reduce_seconds = 0;
   inputs.clear();
   targets.clear();
   weights.clear();

@@ -20,7 +20,7 @@ void PipelineEngine::Impl::share_loss(bool with_norm) {
 
 void PipelineEngine::Impl::optimizer_step() {
   comm.wait_sends();
-  reducer->finish();
+  timed_reduce([&] { reducer->finish(); });
   share_loss(true);
   // As torch::nn::utils::clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.
   if (opts.clip_grad_norm) {
