@@ -103,6 +103,10 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
     throw CommError(Where{rank}.prefix() + "rendezvous of " + std::to_string(world_size) +
                     " ranks failed (did every rank start?): " + e.what());
   }
+  // Gloo's constructor returns once this rank's connections are up, possibly before a peer's
+  // are: a rank that failed right after it would break the peer's rendezvous. The barrier ends
+  // construction everywhere before any rank goes on.
+  impl_->wait(*impl_->pg->barrier(), Where{rank}, "rendezvous barrier", -1);
   std::vector<int> all(world_size);
   for (int r = 0; r < world_size; ++r) all[r] = r;
   impl_->world_group = impl_->make_group("world", all, impl_->pg);
@@ -202,6 +206,7 @@ std::unique_ptr<Group> Communicator::new_group(const std::string& name, const st
   try {
     pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, static_cast<int>(me - ranks.begin()),
                                                      static_cast<int>(ranks.size()), impl_->gloo_options);
+    pg->barrier()->wait(impl_->timeout);  // as in the constructor: rendezvous done on every member
   } catch (const std::exception& e) {
     throw CommError(Where{impl_->rank}.prefix() + "creating group '" + name + "' failed: " + e.what());
   }
