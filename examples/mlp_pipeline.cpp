@@ -4,7 +4,8 @@
 //   tpipe run -n 2 -- ./mlp_pipeline --steps 30
 //
 // Each rank builds only its own layers, the engine splits every batch into micro-batches, and
-// the loss printed is the same on every rank (rank 0 prints it).
+// the loss printed is the same on every rank (rank 0 prints it). With --dp 2 and 4 ranks, two
+// pipelines of two stages each train on halves of every batch and average their gradients.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   app.add_option("--depth", depth, "hidden layers")->capture_default_str();
   app.add_option("--schedule", options.schedule, "naive | gpipe | 1f1b")->capture_default_str();
   app.add_option("--microbatches", options.microbatches, "micro-batches per mini-batch")->capture_default_str();
+  app.add_option("--dp", options.dp, "data-parallel replicas (ranks = stages x dp)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(1);
 
@@ -49,8 +51,9 @@ int main(int argc, char** argv) {
     options.layer_seed = 42;  // the same initial weights however the model is cut
     tpipe::PipelineEngine engine(layers, loss, adam, *comm, options);
     if (comm->rank() == 0)
-      std::cout << "stages " << engine.num_stages() << " (layers per stage " << to_string(engine.partition())
-                << "), schedule " << options.schedule << ", " << options.microbatches << " micro-batches\n";
+      std::cout << "stages " << engine.num_stages() << " x replicas " << options.dp << " (layers per stage "
+                << to_string(engine.partition()) << "), schedule " << options.schedule << ", "
+                << options.microbatches << " micro-batches per replica\n";
 
     // 3. Synthetic regression data: a fixed smooth function of 16 inputs. Only the first stage
     //    needs the inputs and only the last the targets; every rank draws both to stay in step.
