@@ -1,0 +1,63 @@
+// Measured bubble and plan-as-trace (see record.h).
+#include "tpipe/trace/record.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "tpipe/schedule/comm_pass.h"
+
+namespace tpipe::trace {
+
+double StepTrace::start_us() const {
+  double t = std::numeric_limits<double>::infinity();
+  for (const auto& e : events) t = std::min(t, e.start_us);
+  return events.empty() ? 0.0 : t;
+}
+
+double StepTrace::end_us() const {
+  double t = -std::numeric_limits<double>::infinity();
+  for (const auto& e : events) t = std::max(t, e.end_us);
+  return events.empty() ? 0.0 : t;
+}
+
+Bubble measured_bubble(const StepTrace& t) {
+  Bubble b;
+  const double span = t.end_us() - t.start_us();
+  std::vector<double> busy(t.ranks.size(), 0.0);
+  for (const auto& e : t.events)
+    if (is_compute(e.action.op) && e.rank >= 0 && e.rank < static_cast<int>(busy.size()))
+      busy[e.rank] += e.end_us - e.start_us;
+  double total = 0;
+  for (double x : busy) {
+    b.per_rank.push_back(span > 0 ? 1.0 - x / span : 0.0);
+    total += x;
+  }
+  b.overall = span > 0 && !busy.empty() ? 1.0 - total / (span * static_cast<double>(busy.size())) : 0.0;
+  return b;
+}
+
+StepTrace from_simulation(const Schedule& s, const SimResult& r, double unit_us) {
+  StepTrace t;
+  for (int rank = 0; rank < s.num_ranks(); ++rank) {
+    int stage = 0;
+    for (int st = 0; st < s.num_stages(); ++st)
+      if (s.rank_of(st) == rank) {
+        stage = st;
+        break;
+      }
+    t.ranks.push_back({rank, stage, 0});
+  }
+  for (int rank = 0; rank < static_cast<int>(r.timeline.size()); ++rank)
+    for (const auto& ta : r.timeline[rank]) {
+      Event e;
+      e.rank = rank;
+      e.action = ta.action;
+      e.start_us = ta.start * unit_us;
+      e.end_us = ta.end * unit_us;
+      if (is_comm(ta.action.op)) e.peer = comm_peer(s, ta.action);
+      t.events.push_back(e);
+    }
+  return t;
+}
+
+}  // namespace tpipe::trace
