@@ -2,15 +2,20 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 
 #include "commands.h"
 #include "tpipe/error.h"
+#include "tpipe/util/files.h"
 #include "tpipe/schedule/generators.h"
 #include "tpipe/schedule/grid.h"
 #include "tpipe/schedule/simulator.h"
+#include "tpipe/trace/record.h"
+#include "tpipe/trace/svg.h"
 
 namespace tpipe::cli {
 namespace {
@@ -42,6 +47,12 @@ std::string percent(double x) {
   return buf;
 }
 
+std::string number(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
 }  // namespace
 
 int simulate_main(int argc, char** argv) {
@@ -49,11 +60,13 @@ int simulate_main(int argc, char** argv) {
   std::string schedule = "1f1b", costs_text = "1,2";
   int stages = 4, microbatches = 8;
   bool json = false;
+  std::string svg_path;
   app.add_option("--schedule", schedule, "naive | gpipe | 1f1b")->capture_default_str();
   app.add_option("--stages,-p", stages, "number of pipeline stages (one per rank)")->capture_default_str();
   app.add_option("--microbatches,-m", microbatches, "micro-batches per mini-batch")->capture_default_str();
   app.add_option("--costs", costs_text, "forward,backward[,comm] time of one micro-batch")->capture_default_str();
   app.add_flag("--json", json, "print one JSON object instead of a table");
+  app.add_option("--svg", svg_path, "also write the planned timeline as an SVG picture to FILE")->type_name("FILE");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -62,6 +75,16 @@ int simulate_main(int argc, char** argv) {
   const Costs costs = parse_costs(costs_text);
   const Schedule s = make_schedule(schedule, stages, microbatches);
   const SimResult r = simulate(s, costs);
+
+  if (!svg_path.empty()) {
+    const std::string dot = " \u00b7 ";
+    trace::TimelineStyle style;
+    style.title = schedule + dot + std::to_string(stages) + (stages == 1 ? " stage" : " stages") + dot +
+                  std::to_string(microbatches) + (microbatches == 1 ? " micro-batch" : " micro-batches") + dot +
+                  "planned (F=" + number(costs.forward) + ", B=" + number(costs.backward) +
+                  (costs.comm > 0 ? ", comm=" + number(costs.comm) : std::string()) + ")";
+    write_file_atomic(svg_path, trace::render_timeline_svg(trace::from_simulation(s, r, 1000.0), style));
+  }
 
   if (json) {
     nlohmann::json j;

@@ -23,6 +23,7 @@
 #include "tpipe/partition.h"
 #include "tpipe/schedule/schedule.h"
 #include "tpipe/topology.h"
+#include "tpipe/trace/record.h"
 
 namespace torch::optim {
 class Optimizer;
@@ -48,6 +49,7 @@ struct EngineOptions {
   std::optional<std::uint64_t> layer_seed;  // build layer i under torch::manual_seed(seed + i)
   std::optional<double> clip_grad_norm;     // global-norm clipping over the whole model
   int tie_audit_every = 0;                  // compare tied copies' checksums every K steps (0: never)
+  bool record = false;                      // record every action for traces and timelines
 };
 
 struct StepResult {
@@ -56,6 +58,7 @@ struct StepResult {
   double grad_norm = 0;                    // global gradient norm before clipping, on every rank
   double reduce_seconds = 0;               // time this rank spent in gradient reductions that
                                            // compute did not hide (starting and waiting for them)
+  double step_seconds = 0;                 // wall time of train_batch on this rank
 };
 
 struct EvalResult {
@@ -77,6 +80,10 @@ class PipelineEngine {
 
   // Forward only, no stash; loss when targets are given on the last stage.
   EvalResult eval_batch(const Payload& inputs, const Payload& targets = {});
+
+  // With options.record: on rank 0, every rank's events of the last training step, on one clock
+  // (empty on other ranks and when not recording).
+  const trace::StepTrace& last_trace() const;
 
   // Throws Error naming the key and the copies if the copies of a tied weight differ bitwise.
   void audit_ties();

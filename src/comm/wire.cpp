@@ -57,7 +57,9 @@ Header decode(const at::Tensor& words) {
   };
   if (next() != kMagic) throw CommError("corrupt message header: bad magic number (a message from another program?)");
   Header h;
-  h.kind = static_cast<Kind>(next());
+  const auto kind = next();
+  if (kind < 1 || kind > kKinds) throw CommError("corrupt message header: unknown kind " + std::to_string(kind));
+  h.kind = static_cast<Kind>(kind);
   h.mb = static_cast<int>(next());
   h.sender_stage = static_cast<int>(next());
   const auto count = next();
@@ -90,10 +92,18 @@ std::string to_string(const TensorMeta& m) {
   return s + "] " + dtype;
 }
 
-std::string to_string(Kind k) { return k == Kind::Activation ? "activation" : "gradient"; }
+std::string to_string(Kind k) {
+  switch (k) {
+    case Kind::Activation: return "activation";
+    case Kind::Gradient: return "gradient";
+    case Kind::Clock: return "clock message";
+    case Kind::Trace: return "trace records";
+  }
+  return "message";
+}
 
 int tag(Kind kind, int mb, int index) {
-  return (mb * 2 + (kind == Kind::Gradient ? 1 : 0)) * (kMaxTensors + 1) + index;
+  return (mb * kKinds + static_cast<int>(kind) - 1) * (kMaxTensors + 1) + index;
 }
 
 }  // namespace tpipe::wire

@@ -96,12 +96,14 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
 
   auto params = I.stage->parameters();
   if (!params.empty() && optimizer) I.optimizer = optimizer(params);
+  if (I.opts.record) I.recorder.sync_clocks(comm);
 }
 
 PipelineEngine::~PipelineEngine() = default;
 
 StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& targets) {
   auto& I = *impl_;
+  const auto t0 = std::chrono::steady_clock::now();
   I.stage->train(true);
   if (I.optimizer) I.optimizer->zero_grad();
   I.stage->reset_peak();
@@ -112,7 +114,13 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
     I.abandon_step();
     throw;
   }
-  return {I.step_loss, I.stage->peak_stashed_bytes(), I.grad_norm, I.reduce_seconds};
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (I.recorder.on()) {
+    std::vector<trace::RankInfo> ranks;
+    for (int r = 0; r < I.topo.world_size(); ++r) ranks.push_back({r, I.topo.stage_of(r), I.topo.replica_of(r)});
+    I.last_trace = I.recorder.gather(I.comm, I.steps_done, ranks);
+  }
+  return {I.step_loss, I.stage->peak_stashed_bytes(), I.grad_norm, I.reduce_seconds, seconds};
 }
 
 EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targets) {
@@ -143,6 +151,8 @@ void PipelineEngine::audit_ties() {
   for (int r = 0; r < I.topo.world_size(); ++r) rank_to_stage.push_back(I.topo.stage_of(r));
   I.reducer->audit_ties(I.comm.rank(), I.stage->index(), rank_to_stage, I.topo.dp());
 }
+
+const trace::StepTrace& PipelineEngine::last_trace() const { return impl_->last_trace; }
 
 int PipelineEngine::stage() const { return impl_->stage->index(); }
 int PipelineEngine::replica() const { return impl_->replica; }

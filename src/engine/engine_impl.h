@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "recorder.h"
 #include "reducer.h"
 #include "tpipe/engine.h"
 #include "tpipe/stage.h"
@@ -31,6 +32,8 @@ struct PipelineEngine::Impl {
   std::vector<std::unique_ptr<Group>> tie_groups;
   std::unique_ptr<GradReducer> reducer;
   std::int64_t steps_done = 0;
+  Recorder recorder;
+  trace::StepTrace last_trace;  // rank 0, when recording
 
   // State of the step being run.
   bool training = false;
@@ -42,6 +45,8 @@ struct PipelineEngine::Impl {
   double step_loss = 0;  // the global batch's loss, on every rank
   double grad_norm = 0;
   double reduce_seconds = 0;
+  std::int64_t sent_bytes = 0;  // of the action being run, for its trace event
+  int sent_to = -1;
 
   // Runs f and adds its wall time to reduce_seconds.
   template <class F>
@@ -59,6 +64,7 @@ struct PipelineEngine::Impl {
 
   // executor.cpp
   void run(const Schedule& s);
+  Payload receive(const Action& consumer, Communicator::PendingRecv& r, const Action& recv, int peer);
   void dispatch(const Action& a);
   void forward(const Action& a);
   void backward(const Action& a);

@@ -3,13 +3,33 @@
 
 namespace tpipe {
 
+namespace {
+
+std::int64_t payload_bytes(const Payload& p) {
+  std::int64_t n = 0;
+  for (const auto& t : p)
+    if (t.defined()) n += static_cast<std::int64_t>(t.nbytes());
+  return n;
+}
+
+}  // namespace
+
+// Waits for a posted receive; the wait is what the trace shows as the RECV action.
+Payload PipelineEngine::Impl::receive(const Action& consumer, Communicator::PendingRecv& r, const Action& recv,
+                                      int peer) {
+  const double since = recorder.on() ? recorder.now_us() : 0.0;
+  Payload p = comm.wait_recv(r, where(consumer));
+  recorder.waited(comm.rank(), recv, since, payload_bytes(p), peer);
+  return p;
+}
+
 void PipelineEngine::Impl::forward(const Action& a) {
   Payload in;
   if (stage->is_first()) {
     in = inputs.at(a.mb);
   } else {
     auto it = recv_act.find(a.mb);
-    in = comm.wait_recv(*it->second, where(a));
+    in = receive(a, *it->second, {a.stage, Op::RecvAct, a.mb}, rank_of_stage(a.stage - 1));
     recv_act.erase(it);
   }
   Payload out = stage->forward(a.mb, std::move(in), training, where(a));
@@ -29,7 +49,7 @@ void PipelineEngine::Impl::backward(const Action& a) {
   Payload grads;
   if (!stage->is_last()) {
     auto it = recv_grad.find(a.mb);
-    grads = comm.wait_recv(*it->second, where(a));
+    grads = receive(a, *it->second, {a.stage, Op::RecvGrad, a.mb}, rank_of_stage(a.stage + 1));
     recv_grad.erase(it);
   }
   Payload g = stage->backward(a.mb, grads, where(a));
@@ -48,13 +68,17 @@ void PipelineEngine::Impl::dispatch(const Action& a) {
       return;
     case Op::SendAct: {
       auto it = outputs.find(a.mb);
-      comm.send(it->second, rank_of_stage(a.stage + 1), wire::Kind::Activation, a.mb, a.stage, where(a));
+      sent_to = rank_of_stage(a.stage + 1);
+      sent_bytes = payload_bytes(it->second);
+      comm.send(it->second, sent_to, wire::Kind::Activation, a.mb, a.stage, where(a));
       outputs.erase(it);  // the stash keeps what backward needs
       return;
     }
     case Op::SendGrad: {
       auto it = input_grads.find(a.mb);
-      comm.send(it->second, rank_of_stage(a.stage - 1), wire::Kind::Gradient, a.mb, a.stage, where(a));
+      sent_to = rank_of_stage(a.stage - 1);
+      sent_bytes = payload_bytes(it->second);
+      comm.send(it->second, sent_to, wire::Kind::Gradient, a.mb, a.stage, where(a));
       input_grads.erase(it);
       return;
     }
@@ -65,10 +89,17 @@ void PipelineEngine::Impl::dispatch(const Action& a) {
   }
 }
 
+// The recorder observes each action from here: posting a receive is not an event of its own
+// (its wait inside the consumer is), everything else is timed from start to end.
 void PipelineEngine::Impl::run(const Schedule& s) {
   for (const Action& a : s.ranks.at(stage->index())) {
     try {
+      sent_bytes = 0;
+      sent_to = -1;
+      recorder.begin();
       dispatch(a);
+      if (a.op != Op::RecvAct && a.op != Op::RecvGrad)
+        recorder.end(comm.rank(), a, sent_bytes, stage->stashed_bytes(), sent_to);
     } catch (const Error&) {
       throw;
     } catch (const c10::Error& e) {
@@ -86,6 +117,7 @@ void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, boo
   training = train;
   loss_sum = 0;
   reduce_seconds = 0;
+  recorder.clear();
   inputs.clear();
   targets.clear();
   weights.clear();

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
+#include <tuple>
 
 #include "tpipe/schedule/comm_pass.h"
 
@@ -47,6 +49,13 @@ StepTrace from_simulation(const Schedule& s, const SimResult& r, double unit_us)
       }
     t.ranks.push_back({rank, stage, 0});
   }
+  // A receive is posted early in the plan; as in a measured trace it is drawn where the data
+  // arrives: at the end of the matching send (never before its own posting).
+  std::map<std::tuple<int, Op, int>, double> send_end;
+  for (const auto& row : r.timeline)
+    for (const auto& ta : row)
+      if (ta.action.op == Op::SendAct || ta.action.op == Op::SendGrad)
+        send_end[{ta.action.stage, ta.action.op, ta.action.mb}] = ta.end;
   for (int rank = 0; rank < static_cast<int>(r.timeline.size()); ++rank)
     for (const auto& ta : r.timeline[rank]) {
       Event e;
@@ -55,6 +64,11 @@ StepTrace from_simulation(const Schedule& s, const SimResult& r, double unit_us)
       e.start_us = ta.start * unit_us;
       e.end_us = ta.end * unit_us;
       if (is_comm(ta.action.op)) e.peer = comm_peer(s, ta.action);
+      if (ta.action.op == Op::RecvAct || ta.action.op == Op::RecvGrad) {
+        const Action send = matching_comm(ta.action);
+        auto it = send_end.find({send.stage, send.op, send.mb});
+        if (it != send_end.end()) e.start_us = e.end_us = std::max(ta.end, it->second) * unit_us;
+      }
       t.events.push_back(e);
     }
   return t;

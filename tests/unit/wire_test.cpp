@@ -38,7 +38,7 @@ TEST(Wire, CorruptHeaderIsACommError) {
 
 TEST(Wire, TagsAreDistinctPerKindMicroBatchAndTensor) {
   std::set<int> tags;
-  for (Kind k : {Kind::Activation, Kind::Gradient})
+  for (Kind k : {Kind::Activation, Kind::Gradient, Kind::Clock, Kind::Trace})
     for (int mb = 0; mb < 64; ++mb)
       for (int i = 0; i <= kMaxTensors; ++i) EXPECT_TRUE(tags.insert(tag(k, mb, i)).second);
 }

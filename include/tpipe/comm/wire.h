@@ -19,7 +19,10 @@ namespace tpipe::wire {
 constexpr int kHeaderWords = 64;
 constexpr int kMaxTensors = 15;  // tags reserve 16 slots per message: header + tensors
 
-enum class Kind : std::int64_t { Activation = 1, Gradient = 2 };
+// Activations and gradients flow along the pipeline; Clock and Trace messages are the engine's
+// own (clock alignment at start-up, trace records gathered on rank 0 after a step).
+enum class Kind : std::int64_t { Activation = 1, Gradient = 2, Clock = 3, Trace = 4 };
+constexpr int kKinds = 4;
 
 struct TensorMeta {
   bool defined = true;

@@ -1,0 +1,32 @@
+// Per-step training metrics as JSON lines: one object per step, appended to a file that
+// plotting scripts (or `jq`) can read while the run is still going.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tpipe::trace {
+
+struct StepMetrics {
+  std::int64_t step = 0;
+  double loss = 0;
+  double step_seconds = 0;  // wall time of the whole step
+  std::int64_t samples = 0;  // samples in the global batch (all replicas)
+  std::int64_t tokens = 0;   // 0 when the model has no notion of tokens
+  double bubble = -1;        // measured idle share; < 0 when not measured
+  std::vector<std::int64_t> peak_activation_bytes;  // per stage
+  double grad_norm = 0;      // global norm before clipping
+  std::optional<double> val_loss;
+};
+
+// One compact JSON object without a trailing newline, keys in this order:
+//   {"step","loss","step_time_s","samples_per_s","tokens_per_s","bubble",
+//    "peak_activation_bytes_per_stage","grad_norm","val_loss"}
+// tokens_per_s only when tokens > 0, bubble only when >= 0, val_loss only when set; rates are 0
+// when step_seconds is not positive. Doubles print as nlohmann::json does (shortest form that
+// reads back exactly, e.g. 2.5, 128.0); NaN and infinities print as null.
+std::string metrics_line(const StepMetrics& m);
+
+}  // namespace tpipe::trace

@@ -1,0 +1,19 @@
+// File writes that readers can trust: traces, metrics and checkpoints are read while a run is
+// still writing them (or after it was killed), so a file is either the old or the new content,
+// never half of one, and lines appended by several ranks never interleave.
+#pragma once
+
+#include <string>
+
+namespace tpipe {
+
+// Writes `content` to a temporary file next to `path`, flushes it to disk and renames it over
+// `path`. Missing parent directories are created. Throws ConfigError
+// ("cannot write <path>: <reason>") on failure and leaves no temporary file behind.
+void write_file_atomic(const std::string& path, const std::string& content);
+
+// Appends `line` + '\n' with a single O_APPEND write, so lines from concurrent writers (threads
+// or processes) stay whole. Missing parent directories are created. Same errors as above.
+void append_line(const std::string& path, const std::string& line);
+
+}  // namespace tpipe
