@@ -13,6 +13,7 @@
 #include <iostream>
 
 #include "tpipe/engine.h"
+#include "tpipe/report.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Train an MLP pipelined across the ranks started by `tpipe run`"};
@@ -26,6 +27,10 @@ int main(int argc, char** argv) {
   app.add_option("--schedule", options.schedule, "naive | gpipe | 1f1b")->capture_default_str();
   app.add_option("--microbatches", options.microbatches, "micro-batches per mini-batch")->capture_default_str();
   app.add_option("--dp", options.dp, "data-parallel replicas (ranks = stages x dp)")->capture_default_str();
+  tpipe::ReportOptions report_options;
+  app.add_option("--trace", report_options.trace_path, "write a Chrome/Perfetto trace of the last steps to FILE");
+  app.add_option("--timeline", report_options.timeline_path, "write an SVG timeline of the last step to FILE");
+  app.add_option("--metrics", report_options.metrics_path, "append one JSON line of metrics per step to FILE");
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(1);
 
@@ -49,6 +54,10 @@ int main(int argc, char** argv) {
       return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(3e-3));
     };
     options.layer_seed = 42;  // the same initial weights however the model is cut
+    report_options.title = "mlp_pipeline · " + options.schedule + " · " + std::to_string(options.microbatches) +
+                           " micro-batches";
+    tpipe::Reporter report(report_options);
+    options.record = report.needs_recording();  // every rank records; rank 0 writes the files
     tpipe::PipelineEngine engine(layers, loss, adam, *comm, options);
     if (comm->rank() == 0)
       std::cout << "stages " << engine.num_stages() << " x replicas " << options.dp << " (layers per stage "
@@ -63,12 +72,14 @@ int main(int argc, char** argv) {
       const auto x = torch::randn({batch, 16});
       const auto y = torch::sin(x.matmul(teacher));
       const auto r = engine.train_batch({x}, {y});
+      report.on_step(engine, r, batch);
       if (comm->rank() == 0 && (step == 1 || step % 5 == 0 || step == steps)) {
         std::printf("step %3d  loss %.5f  peak stashed activations on stage 0: %.1f KiB\n", step, r.loss,
                     r.peak_activation_bytes / 1024.0);
         std::fflush(stdout);
       }
     }
+    report.finish();
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

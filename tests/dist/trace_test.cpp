@@ -1,0 +1,135 @@
+// Recording: a p-stage m-micro-batch GPipe step gives exactly p*m forward and p*m backward events
+// with their ranks, every message one flow start and one end, on a clock where each receive ends
+// after its send started; the Reporter writes parseable files.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+
+#include "fidelity_model.h"
+#include "ranks.h"
+#include "tpipe/report.h"
+#include "tpipe/schedule/comm_pass.h"
+#include "tpipe/trace/chrome.h"
+
+namespace tpipe::testing {
+namespace {
+
+constexpr int kStages = 3, kMicro = 4;
+
+std::vector<trace::StepTrace> record_gpipe(int steps, const ReportOptions& report_options = {}) {
+  std::vector<trace::StepTrace> traces;
+  expect_ranks_ok(kStages, [&](Communicator& comm) {
+    EngineOptions o;
+    o.schedule = "gpipe";
+    o.microbatches = kMicro;
+    o.record = true;
+    o.input_chunking = fidelity_input_chunking();
+    PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, o);
+    Reporter report(report_options);
+    for (int step = 0; step < steps; ++step) {
+      const auto r = e.train_batch(e.is_first_stage() ? fidelity_inputs(step, 8) : Payload{},
+                                   e.is_last_stage() ? fidelity_targets(step, 8) : Payload{});
+      report.on_step(e, r, 8);
+      if (comm.rank() == 0) traces.push_back(e.last_trace());
+      else EXPECT_TRUE(e.last_trace().events.empty());
+    }
+    report.finish();
+  });
+  return traces;
+}
+
+TEST(Trace, GPipeStepHasEveryForwardAndBackwardOnItsRank) {
+  const auto traces = record_gpipe(2);
+  ASSERT_EQ(traces.size(), 2u);
+  const trace::StepTrace& t = traces[1];
+  EXPECT_EQ(t.step, 2);
+  ASSERT_EQ(t.ranks.size(), static_cast<std::size_t>(kStages));
+  std::map<std::pair<int, Op>, int> count;
+  for (const auto& e : t.events) {
+    if (is_compute(e.action.op)) {
+      ++count[{e.rank, e.action.op}];
+      EXPECT_EQ(t.ranks[e.rank].stage, e.action.stage);
+    }
+    EXPECT_LE(e.start_us, e.end_us);
+  }
+  for (int r = 0; r < kStages; ++r) {
+    EXPECT_EQ((count[{r, Op::Forward}]), kMicro) << r;
+    EXPECT_EQ((count[{r, Op::Backward}]), kMicro) << r;
+  }
+  EXPECT_GT(traces[1].start_us(), traces[0].end_us() - 1.0) << "steps follow one another on one clock";
+}
+
+TEST(Trace, EveryMessageIsOneFlowAndReceivesEndAfterTheirSends) {
+  const auto traces = record_gpipe(1);
+  const trace::StepTrace& t = traces.at(0);
+  std::map<std::tuple<int, Op, int>, const trace::Event*> by_action;
+  int sends = 0;
+  for (const auto& e : t.events) {
+    by_action[{e.action.stage, e.action.op, e.action.mb}] = &e;
+    if (e.action.op == Op::SendAct || e.action.op == Op::SendGrad) ++sends;
+  }
+  EXPECT_EQ(sends, 2 * (kStages - 1) * kMicro);
+  for (const auto& e : t.events) {
+    if (e.action.op != Op::SendAct && e.action.op != Op::SendGrad) continue;
+    const Action recv = matching_comm(e.action);
+    auto it = by_action.find({recv.stage, recv.op, recv.mb});
+    ASSERT_NE(it, by_action.end()) << to_string(e.action);
+    EXPECT_EQ(it->second->peer, e.rank);
+    EXPECT_EQ(e.peer, it->second->rank);
+    EXPECT_GT(e.bytes, 0);
+    EXPECT_EQ(e.bytes, it->second->bytes);
+    // Clocks are aligned to well under a millisecond on one machine.
+    EXPECT_GE(it->second->end_us + 500.0, e.start_us) << to_string(e.action);
+  }
+  const nlohmann::json doc = trace::chrome_trace(traces);
+  std::map<long long, int> starts, ends;
+  int forwards = 0, backwards = 0;
+  for (const auto& ev : doc["traceEvents"]) {
+    if (ev["ph"] == "s") ++starts[ev["id"].get<long long>()];
+    if (ev["ph"] == "f") ++ends[ev["id"].get<long long>()];
+    if (ev["ph"] == "X" && ev["cat"] == "compute") {
+      const std::string name = ev["name"];
+      (name.find('F') != std::string::npos ? forwards : backwards)++;
+    }
+  }
+  EXPECT_EQ(forwards, kStages * kMicro);
+  EXPECT_EQ(backwards, kStages * kMicro);
+  EXPECT_EQ(static_cast<int>(starts.size()), sends);
+  EXPECT_EQ(starts.size(), ends.size());
+  for (auto& [id, n] : starts) {
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(ends[id], 1) << id;
+  }
+}
+
+TEST(Trace, ReporterWritesMetricsTraceAndTimeline) {
+  const auto dir = std::filesystem::temp_directory_path() / ("tpipe_trace_test_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  ReportOptions ro{(dir / "t.json").string(), (dir / "t.svg").string(), (dir / "m.jsonl").string(), "test", 20};
+  record_gpipe(3, ro);
+  std::ifstream metrics(dir / "m.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(metrics, line); ++lines) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["step"], lines + 1);
+    EXPECT_EQ(j["peak_activation_bytes_per_stage"].size(), static_cast<std::size_t>(kStages));
+    EXPECT_GT(j["bubble"].get<double>(), 0.0);
+    EXPECT_LT(j["bubble"].get<double>(), 1.0);
+  }
+  EXPECT_EQ(lines, 3);
+  std::ifstream trace_file(dir / "t.json");
+  EXPECT_NO_THROW(nlohmann::json::parse(trace_file));
+  std::ifstream svg(dir / "t.svg");
+  const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("test · step 3 · measured"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tpipe::testing
