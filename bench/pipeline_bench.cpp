@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -22,6 +24,11 @@
 #include <thread>
 
 #include "tpipe/engine.h"
+#include "tpipe/schedule/comm_pass.h"
+#include "tpipe/schedule/generators.h"
+#include "tpipe/schedule/simulator.h"
+#include "tpipe/trace/svg.h"
+#include "tpipe/util/files.h"
 
 namespace {
 
@@ -87,13 +94,54 @@ nlohmann::json run_local(const Workload& w) {
   return {{"single_s", single}, {"serial_s", serial}};
 }
 
-nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp) {
+// Measured bubble of the recorded step, and the simulator's prediction for the same schedule with
+// the per-op costs measured in that step (mean forward and backward time over all ranks).
+// Seconds to record one event the way the engine does: two steady-clock reads and an append.
+double per_event_cost() {
+  std::vector<tpipe::trace::Event> sink;
+  sink.reserve(1 << 20);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < (1 << 20); ++i) {
+    const auto a = std::chrono::steady_clock::now().time_since_epoch().count();
+    const auto b = std::chrono::steady_clock::now().time_since_epoch().count();
+    sink.push_back({0, {}, static_cast<double>(a), static_cast<double>(b), 0, 0, -1});
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / (1 << 20);
+}
+
+// Measured bubble of a recorded step, and the simulator's replay of the same schedule with the
+// measured cost of every action and a message latency estimated from the receives that waited
+// (data arrived at the end of the wait; the latency is that minus the end of its send).
+nlohmann::json bubble_check(const tpipe::trace::StepTrace& t, const std::string& schedule, int stages, int m) {
+  tpipe::Costs c;
+  std::map<std::string, const tpipe::trace::Event*> sends;
+  for (const auto& e : t.events) {
+    if (tpipe::is_compute(e.action.op)) c.by_action[tpipe::to_string(e.action)] = e.end_us - e.start_us;
+    if (e.action.op == tpipe::Op::SendAct || e.action.op == tpipe::Op::SendGrad) sends[tpipe::to_string(e.action)] = &e;
+  }
+  std::vector<double> latency;
+  for (const auto& e : t.events) {
+    if (e.action.op != tpipe::Op::RecvAct && e.action.op != tpipe::Op::RecvGrad) continue;
+    auto it = sends.find(tpipe::to_string(tpipe::matching_comm(e.action)));
+    if (it != sends.end() && e.start_us <= it->second->end_us) latency.push_back(e.end_us - it->second->end_us);
+  }
+  std::sort(latency.begin(), latency.end());
+  c.comm = latency.empty() ? 0.0 : std::max(0.0, latency[latency.size() / 2]);
+  const auto plan = tpipe::simulate(tpipe::make_schedule(schedule, stages, m), c);
+  return {{"bubble_measured", tpipe::trace::measured_bubble(t).overall},
+          {"bubble_predicted", plan.bubble},
+          {"comm_ms", c.comm / 1000}};
+}
+
+nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, bool record,
+                        const std::string& timeline) {
   auto comm = tpipe::Communicator::from_env();
   tpipe::EngineOptions o;
   o.schedule = schedule;
   o.microbatches = w.microbatches;
   o.dp = dp;
   o.layer_seed = 0;
+  o.record = false;
   tpipe::PipelineEngine engine(
       model(w), [](const tpipe::Payload& out, const tpipe::Payload& t) { return loss_fn(out[0], t[0]); }, sgd, *comm, o);
   torch::manual_seed(1);
@@ -106,7 +154,42 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp) 
     peak = r.peak_activation_bytes;
     if (++timed > w.warmup) reduce += r.reduce_seconds;
   });
-  return {{"step_s", step}, {"peak_bytes", peak}, {"reduce_s", reduce / w.steps}, {"rank", comm->rank()}};
+  // Recording's cost, measured in these processes: steps alternate between on and off (wall
+  // clock, as noisy as the machine), and directly: the gather's time plus the events times the
+  // cost of recording one (two clock reads and an append, calibrated below).
+  double on_s = 0, off_s = 0, gather_s = 0;
+  std::size_t events = 0;
+  if (record) {
+    std::vector<double> on, off;
+    for (int i = 0; i < 2 * w.steps; ++i) {
+      engine.set_recording(i % 2 == 0);
+      const auto r = engine.train_batch({x}, {y});
+      (i % 2 == 0 ? on : off).push_back(r.step_seconds);
+      if (i % 2 == 0) gather_s += r.gather_seconds / w.steps;
+    }
+    engine.set_recording(true);
+    engine.train_batch({x}, {y});  // the step whose trace is analysed below
+    std::sort(on.begin(), on.end());
+    std::sort(off.begin(), off.end());
+    on_s = on[on.size() / 2];
+    off_s = off[off.size() / 2];
+    events = engine.last_trace().events.size();
+  }
+  nlohmann::json out{{"step_s", step}, {"peak_bytes", peak}, {"reduce_s", reduce / w.steps}, {"rank", comm->rank()}};
+  if (record) {
+    out["record_on_s"] = on_s;
+    out["record_off_s"] = off_s;
+    out["gather_s"] = gather_s;
+    out["events"] = events;
+    out["event_s"] = per_event_cost();
+  }
+  if (record && comm->rank() == 0) {
+    out["bubble"] = bubble_check(engine.last_trace(), schedule, engine.num_stages(), w.microbatches);
+    if (!timeline.empty())
+      tpipe::write_file_atomic(timeline, tpipe::trace::render_timeline_svg(
+                                             engine.last_trace(), {"bench · " + schedule + " · measured"}));
+  }
+  return out;
 }
 
 // Runs a command and returns the JSON object it printed after "BENCH ".
@@ -128,10 +211,14 @@ int main(int argc, char** argv) {
   CLI::App app{"tpipe benchmark: pipelined vs single-process training of the reference MLP"};
   std::string mode, schedule = "gpipe", tpipe_cmd = "tpipe";
   int dp = 1;
+  bool record = false;
+  std::string timeline;
   Workload w;
   app.add_option("--mode", mode, "worker mode: local | pipe (empty: run everything and print the table)");
   app.add_option("--schedule", schedule, "pipe mode: gpipe | 1f1b | naive");
   app.add_option("--dp", dp, "pipe mode: data-parallel replicas (ranks = 2 x dp / pp)");
+  app.add_flag("--record", record, "pipe mode: record every action (as for --trace)");
+  app.add_option("--timeline", timeline, "pipe mode with --record: write the last step's SVG timeline");
   app.add_option("--tpipe", tpipe_cmd, "path of the tpipe command (for `tpipe run`)");
   app.add_option("--steps", w.steps, "timed steps per configuration (median is reported)")->capture_default_str();
   app.add_option("--batch", w.batch, "mini-batch size")->capture_default_str();
@@ -143,7 +230,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (mode == "pipe") {
-      const auto r = run_pipe(w, schedule, dp);
+      const auto r = run_pipe(w, schedule, dp, record, timeline);
       if (r["rank"] == 0) std::cout << "BENCH " << r.dump() << std::endl;
       return 0;
     }
@@ -156,16 +243,20 @@ int main(int argc, char** argv) {
       const char* label;
       const char* schedule;
       int ranks, dp;
+      bool record = false;
+  std::string timeline;
     };
     const std::vector<Config> configs{{"tpipe gpipe, pp=2", "gpipe", 2, 1},
                                       {"tpipe 1f1b, pp=2", "1f1b", 2, 1},
                                       {"tpipe dp=2 (pp=1)", "1f1b", 2, 2},
-                                      {"tpipe 1f1b, pp=2 x dp=2 (4 ranks)", "1f1b", 4, 2}};
+                                      {"tpipe 1f1b, pp=2 x dp=2 (4 ranks)", "1f1b", 4, 2},
+                                      {"tpipe gpipe, pp=2, recording on/off", "gpipe", 2, 1, true},
+                                      {"tpipe 1f1b, pp=2, recording on/off", "1f1b", 2, 1, true}};
     std::vector<nlohmann::json> results;
     for (const auto& c : configs)
       results.push_back(run_child("OPENBLAS_NUM_THREADS=1 " + tpipe_cmd + " run -n " + std::to_string(c.ranks) +
                                   " -- " + self + " --mode pipe --schedule " + c.schedule + " --dp " +
-                                  std::to_string(c.dp) + common));
+                                  std::to_string(c.dp) + (c.record ? " --record" : "") + common));
     const double serial = local["serial_s"], single = local["single_s"];
     const int m = w.microbatches, p = 2;
     const double bound = serial / p * (m + p - 1) / m;
@@ -183,7 +274,22 @@ int main(int argc, char** argv) {
                     100 * reduce / t);
       row(configs[i].label, t, note);
     }
-    std::printf("\npeak stashed activations, stage 0:  gpipe %.1f MiB   1f1b %.1f MiB\n",
+    std::printf("\n");
+    for (int i : {4, 5}) {
+      const auto& r = results[i];
+      const auto& b = r["bubble"];
+      const double direct = double(r["gather_s"]) + double(r["events"]) * double(r["event_s"]);
+      std::printf("%s: recording costs %.3f%% of the step: gather %.2f ms + %d events x %.0f ns "
+                  "(wall clock, steps alternating on/off: %.3f s vs %.3f s, %+.1f%%, machine noise)\n",
+                  configs[i].schedule, 100 * direct / double(r["record_off_s"]), 1000 * double(r["gather_s"]),
+                  int(r["events"]), 1e9 * double(r["event_s"]), double(r["record_on_s"]), double(r["record_off_s"]),
+                  100 * (double(r["record_on_s"]) / double(r["record_off_s"]) - 1));
+      std::printf("%s: bubble measured %.1f%%, simulated with each action's measured cost and a message "
+                  "latency of %.2f ms: %.1f%%\n",
+                  configs[i].schedule, 100 * double(b["bubble_measured"]), double(b["comm_ms"]),
+                  100 * double(b["bubble_predicted"]));
+    }
+    std::printf("peak stashed activations, stage 0:  gpipe %.1f MiB   1f1b %.1f MiB\n",
                 double(results[0]["peak_bytes"]) / (1 << 20), double(results[1]["peak_bytes"]) / (1 << 20));
     std::printf("(the machine has %u cores: 4 ranks share them, so pp=2 x dp=2 is oversubscribed)\n",
                 std::thread::hardware_concurrency());

@@ -59,6 +59,7 @@ struct StepResult {
   double reduce_seconds = 0;               // time this rank spent in gradient reductions that
                                            // compute did not hide (starting and waiting for them)
   double step_seconds = 0;                 // wall time of train_batch on this rank
+  double gather_seconds = 0;               // recording: sending the step's events to rank 0
 };
 
 struct EvalResult {
@@ -84,6 +85,10 @@ class PipelineEngine {
   // With options.record: on rank 0, every rank's events of the last training step, on one clock
   // (empty on other ranks and when not recording).
   const trace::StepTrace& last_trace() const;
+
+  // Switches recording on or off between steps (collective: every rank calls it together; the
+  // first switch-on aligns the clocks).
+  void set_recording(bool on);
 
   // Throws Error naming the key and the copies if the copies of a tied weight differ bitwise.
   void audit_ties();

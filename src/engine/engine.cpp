@@ -114,13 +114,19 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
     I.abandon_step();
     throw;
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t1 = std::chrono::steady_clock::now();
   if (I.recorder.on()) {
     std::vector<trace::RankInfo> ranks;
     for (int r = 0; r < I.topo.world_size(); ++r) ranks.push_back({r, I.topo.stage_of(r), I.topo.replica_of(r)});
     I.last_trace = I.recorder.gather(I.comm, I.steps_done, ranks);
   }
-  return {I.step_loss, I.stage->peak_stashed_bytes(), I.grad_norm, I.reduce_seconds, seconds};
+  const auto t2 = std::chrono::steady_clock::now();
+  return {I.step_loss,
+          I.stage->peak_stashed_bytes(),
+          I.grad_norm,
+          I.reduce_seconds,
+          std::chrono::duration<double>(t2 - t0).count(),
+          std::chrono::duration<double>(t2 - t1).count()};
 }
 
 EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targets) {
@@ -150,6 +156,12 @@ void PipelineEngine::audit_ties() {
   std::vector<int> rank_to_stage;
   for (int r = 0; r < I.topo.world_size(); ++r) rank_to_stage.push_back(I.topo.stage_of(r));
   I.reducer->audit_ties(I.comm.rank(), I.stage->index(), rank_to_stage, I.topo.dp());
+}
+
+void PipelineEngine::set_recording(bool on) {
+  if (on && !impl_->recorder.synced()) impl_->recorder.sync_clocks(impl_->comm);
+  impl_->recorder.set_on(on);
+  if (!on) impl_->last_trace = {};
 }
 
 const trace::StepTrace& PipelineEngine::last_trace() const { return impl_->last_trace; }

@@ -22,7 +22,7 @@ double Recorder::now_us() const { return steady_us() + offset_us_ - epoch_us_; }
 // t2 on arrival; then rank 0's clock ~ t0 + (t2 - t1) / 2 at t2. The ping with the shortest
 // round trip bounds the error best. Rank 0 serves the ranks one after another.
 void Recorder::sync_clocks(Communicator& comm) {
-  on_ = true;
+  on_ = synced_ = true;
   const Where here{comm.rank(), -1, -1, "clock sync"};
   const int me = comm.rank();
   if (me == 0) {

@@ -20,6 +20,8 @@ class Recorder {
   void sync_clocks(Communicator& comm);
 
   void clear() { events_.clear(); }
+  bool synced() const { return synced_; }
+  void set_on(bool on) { on_ = on && synced_; }
   void begin() {
     if (on_) start_ = now_us();
   }
@@ -33,6 +35,7 @@ class Recorder {
 
  private:
   bool on_ = false;
+  bool synced_ = false;
   double offset_us_ = 0;  // add to the local clock to get rank 0's
   double epoch_us_ = 0;   // rank 0's clock at start-up
   double start_ = 0;

@@ -16,10 +16,15 @@ namespace {
 
 using Key = std::tuple<int, Op, int>;
 
-double cost_of(const Costs& c, Op op) {
-  switch (op) {
-    case Op::Forward: return c.forward;
-    case Op::Backward: return c.backward;
+double cost_of(const Costs& c, const Action& a) {
+  if (!c.by_action.empty())
+    if (auto it = c.by_action.find(to_string(a)); it != c.by_action.end()) return it->second;
+  auto staged = [&](const std::vector<double>& v, double fallback) {
+    return a.stage < static_cast<int>(v.size()) ? v[a.stage] : fallback;
+  };
+  switch (a.op) {
+    case Op::Forward: return staged(c.forward_by_stage, c.forward);
+    case Op::Backward: return staged(c.backward_by_stage, c.backward);
     case Op::Weight: return c.weight;
     default: return 0;
   }
@@ -101,7 +106,7 @@ SimResult simulate(const Schedule& s, const Costs& costs) {
           ready = std::max(ready, it->second + (d.remote ? costs.comm : 0.0));
         }
         if (blocked) break;
-        const double cost = cost_of(costs, a.op);
+        const double cost = cost_of(costs, a);
         res.timeline[r].push_back({a, ready, ready + cost});
         clock[r] = ready + cost;
         res.busy_per_rank[r] += cost;

@@ -49,6 +49,24 @@ TEST(Simulator, CommLatencyDelaysConsumers) {
   EXPECT_EQ(simulate(make_schedule("gpipe", 2, 1), c).makespan, 7.0);
 }
 
+// A slow last stage sets the pace: p=2, m=2, stage 1 takes F=2, B=4, stage 0 F=1, B=2.
+TEST(Simulator, PerStageCosts) {
+  Costs c;
+  c.forward_by_stage = {1, 2};
+  c.backward_by_stage = {2, 4};
+  const SimResult r = simulate(make_schedule("gpipe", 2, 2), c);
+  // rank 1: F0 [1,3] F1 [3,5] B0 [5,9] B1 [9,13]; rank 0: B0 [9,11] B1 [13,15].
+  EXPECT_EQ(r.makespan, 15.0);
+  EXPECT_EQ(r.busy_per_rank, (std::vector<double>{6, 12}));
+}
+
+TEST(Simulator, PerActionCostsOverrideTheRest) {
+  Costs c;
+  c.by_action = {{"1B0", 5.0}};
+  // p=2, m=1: 0F0 [0,1], 1F0 [1,2], 1B0 [2,7], 0B0 [7,9].
+  EXPECT_EQ(simulate(make_schedule("gpipe", 2, 1), c).makespan, 9.0);
+}
+
 TEST(Simulator, ChartDrawsBoxesWhereTheyRun) {
   Costs c;
   c.backward = 1;

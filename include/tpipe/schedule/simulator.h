@@ -4,6 +4,8 @@
 // flight per rank (forward done, backward not yet), which bounds stashed activation memory.
 #pragma once
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "tpipe/schedule/schedule.h"
@@ -15,6 +17,12 @@ struct Costs {
   double backward = 2;
   double weight = 1;  // W of a split backward (zero-bubble schedules)
   double comm = 0;    // latency from a send to the receiver being able to use the data
+  // Per-stage costs (e.g. measured ones); where given they override forward / backward.
+  std::vector<double> forward_by_stage;
+  std::vector<double> backward_by_stage;
+  // Per-action costs keyed by the action's text ("1F3"); where given they override the rest,
+  // so a measured step can be replayed action by action.
+  std::map<std::string, double> by_action;
 };
 
 struct TimedAction {
