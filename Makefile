@@ -4,7 +4,7 @@ JOBS  ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: all deps configure build test test-core demo bench clean
+.PHONY: all deps configure build test test-core demo example bench clean
 
 all: build
 
@@ -28,6 +28,9 @@ test-core: configure
 	cd $(BUILD) && ctest --output-on-failure -L core
 
 demo: build
+	$(BUILD)/tools/tpipe train
+
+example: build
 	$(BUILD)/tools/tpipe run -n 2 -- $(BUILD)/examples/mlp_pipeline
 
 bench: build

@@ -71,3 +71,38 @@ TEST(SimulateCli, BadFlagsGiveOneLineAndNonZeroExit) {
 }
 
 }  // namespace
+
+namespace {
+
+// Bad flags of `tpipe train` stop it before any rank starts, with one line.
+TEST(TrainCli, BadFlagsGiveOneLineBeforeAnyRankStarts) {
+  auto out = tpipe("train --schedule zigzag");
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text, "tpipe train: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b\n");
+  out = tpipe("train --stages 9 --layers 2");
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text,
+            "tpipe train: --stages 9 is more than the 6 layers to cut (embed, pos, 2 blocks, ln_f, lm_head); use fewer "
+            "stages or more --layers\n");
+  out = tpipe("train --dim 65 --heads 4");
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text, "tpipe train: --dim 65 is not divisible by --heads 4\n");
+  out = tpipe("train --optimizer lion");
+  EXPECT_EQ(out.text, "tpipe train: --optimizer must be sgd, adam or adamw, got 'lion'\n");
+  out = tpipe("train --data /nonexistent/corpus.txt");
+  EXPECT_EQ(out.text, "tpipe train: cannot read --data /nonexistent/corpus.txt\n");
+  out = tpipe("train --partition 1,1 --stages 3");
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text, "tpipe train: partition '1,1' has 2 stages, but 3 were asked for\n");
+}
+
+TEST(TrainCli, HelpExplainsEveryFlag) {
+  const auto out = tpipe("train --help");
+  EXPECT_EQ(out.status, 0);
+  for (const char* flag : {"--stages", "--dp", "--microbatches", "--microbatch-size", "--schedule", "--partition",
+                           "--layers", "--dim", "--heads", "--seq-len", "--steps", "--lr", "--optimizer", "--clip",
+                           "--seed", "--data", "--out", "--trace", "--timeline", "--metrics", "--config"})
+    EXPECT_NE(out.text.find(flag), std::string::npos) << flag;
+}
+
+}  // namespace

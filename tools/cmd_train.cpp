@@ -1,0 +1,157 @@
+// `tpipe train`: the main job. Parses flags (over an optional --config JSON file) into a
+// TrainConfig, checks it before any rank starts, launches stages x dp local ranks of itself
+// (`tpipe train --worker CONFIG`), shows rank 0's progress as a bar, and ends with a generated
+// sample and a summary. The files (trace, timeline, metrics) land in --out.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+#include "commands.h"
+#include "progress.h"
+#include "tpipe/launcher.h"
+#include "tpipe/train/gpt_trainer.h"
+
+namespace tpipe::cli {
+namespace {
+
+constexpr const char* kProgress = "[rank 0] PROGRESS ";
+constexpr const char* kSummary = "[rank 0] SUMMARY ";
+
+int run_worker(const std::string& config_json) {
+  torch::set_num_threads(1);
+  TrainConfig c;
+  update_from_json(c, nlohmann::json::parse(config_json));
+  const CharCorpus corpus = CharCorpus::load(c.data);
+  auto comm = Communicator::from_env();
+  const TrainSummary s = train_gpt(c, corpus, *comm, [](const TrainProgress& p) {
+    nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", p.loss}, {"tok_s", p.tokens_per_s},
+                     {"elapsed", p.elapsed_s}};
+    if (p.val_loss) j["val"] = *p.val_loss;
+    std::cout << "PROGRESS " << j.dump() << std::endl;
+  });
+  if (comm->rank() == 0) {
+    nlohmann::json j{{"val_losses", s.val_losses}, {"unigram", s.unigram_entropy}, {"tok_s", s.tokens_per_s},
+                     {"bubble", s.bubble}, {"sample", s.sample}, {"vocab", corpus.vocab_size()},
+                     {"source", corpus.source()}, {"train_tokens", corpus.train_tokens()}};
+    std::cout << "SUMMARY " << j.dump() << std::endl;
+  }
+  return 0;
+}
+
+void print_summary(const nlohmann::json& s, const TrainConfig& c) {
+  std::cout << "\n--- sample (temperature 0.8) ---\n" << s["sample"].get<std::string>() << "\n---\n\n";
+  const auto& val = s["val_losses"];
+  std::printf("corpus            %s, %lld training characters, %d symbols\n",
+              s["source"].get<std::string>().c_str(), s["train_tokens"].get<long long>(), s["vocab"].get<int>());
+  if (!val.empty())
+    std::printf("validation loss   %.3f nats (step %d); unigram entropy %.3f nats\n",
+                val.back()[1].get<double>(), val.back()[0].get<int>(), s["unigram"].get<double>());
+  std::printf("throughput        %.0f tokens/s over %d ranks (%d stages x %d replicas)\n", s["tok_s"].get<double>(),
+              c.stages * c.dp, c.stages, c.dp);
+  if (s["bubble"].get<double>() >= 0) std::printf("measured bubble   %.1f%%\n", 100 * s["bubble"].get<double>());
+  auto file = [&](const std::string& chosen, const char* name) {
+    return chosen == "-" ? std::string("(off)") : chosen.empty() ? c.out + "/" + name : chosen;
+  };
+  std::printf("files             %s, %s, %s\n", file(c.trace, "trace.json").c_str(),
+              file(c.timeline, "timeline.svg").c_str(), file(c.metrics, "metrics.jsonl").c_str());
+}
+
+}  // namespace
+
+int train_main(int argc, char** argv) {
+  CLI::App app{"Train a small GPT (output projection tied to the embedding) on the King James Bible, pipelined "
+               "over local ranks",
+               "tpipe train"};
+  TrainConfig f;  // flag values; only those given override the config file
+  std::string config_file, worker;
+  std::vector<std::pair<CLI::Option*, std::function<void(TrainConfig&)>>> given;
+  auto opt = [&](const char* name, auto TrainConfig::*member, const char* help) {
+    given.push_back({app.add_option(name, f.*member, help)->capture_default_str(),
+                     [&f, member](TrainConfig& c) { c.*member = f.*member; }});
+  };
+  opt("--stages", &TrainConfig::stages, "pipeline stages");
+  opt("--dp", &TrainConfig::dp, "data-parallel replicas (ranks = stages x dp)");
+  opt("--microbatches", &TrainConfig::microbatches, "micro-batches per replica and step");
+  opt("--microbatch-size", &TrainConfig::microbatch_size, "sequences per micro-batch");
+  opt("--schedule", &TrainConfig::schedule, "naive | gpipe | 1f1b");
+  opt("--partition", &TrainConfig::partition, "uniform, or layers per stage such as 2,4,2");
+  opt("--layers", &TrainConfig::layers, "transformer blocks");
+  opt("--dim", &TrainConfig::dim, "model width");
+  opt("--heads", &TrainConfig::heads, "attention heads (must divide --dim)");
+  opt("--seq-len", &TrainConfig::seq_len, "characters per training sequence");
+  opt("--steps", &TrainConfig::steps, "optimizer steps");
+  opt("--lr", &TrainConfig::lr, "learning rate");
+  opt("--optimizer", &TrainConfig::optimizer, "sgd | adam | adamw");
+  opt("--clip", &TrainConfig::clip, "global gradient-norm clipping (0: off)");
+  opt("--seed", &TrainConfig::seed, "seed of the weights, the batches and the sample");
+  opt("--data", &TrainConfig::data, "train on this text file instead of the King James Bible");
+  opt("--out", &TrainConfig::out, "directory for the trace, timeline and metrics");
+  opt("--trace", &TrainConfig::trace, "Chrome trace file (default OUT/trace.json; - for none)");
+  opt("--timeline", &TrainConfig::timeline, "SVG timeline file (default OUT/timeline.svg; - for none)");
+  opt("--metrics", &TrainConfig::metrics, "JSON-lines metrics file (default OUT/metrics.jsonl; - for none)");
+  opt("--eval-every", &TrainConfig::eval_every, "steps between validation losses");
+  opt("--sample-chars", &TrainConfig::sample_chars, "characters to generate at the end");
+  app.add_option("--config", config_file, "JSON file with the same keys (seq_len, ...); flags override it");
+  app.add_option("--worker", worker, "(internal) run one rank with this JSON config")->group("");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (!worker.empty()) return run_worker(worker);
+
+  TrainConfig c;
+  if (!config_file.empty()) {
+    std::ifstream in(config_file);
+    if (!in) throw ConfigError("cannot read --config " + config_file);
+    nlohmann::json j;
+    try {
+      in >> j;
+    } catch (const nlohmann::json::exception& e) {
+      throw ConfigError("--config " + config_file + " is not valid JSON: " + e.what());
+    }
+    update_from_json(c, j);
+  }
+  for (auto& [o, apply] : given)
+    if (o->count() > 0) apply(c);
+  check_train_config(c);
+  CharCorpus::load(c.data);  // a missing corpus fails here, before any rank starts
+
+  setenv("OPENBLAS_NUM_THREADS", "1", 0);
+  LaunchOptions lo;
+  lo.nproc = c.stages * c.dp;
+  lo.command = {"/proc/self/exe", "train", "--worker", to_json(c).dump()};
+  std::printf("tpipe train: GPT %d blocks x %d wide, %d stages x %d replicas, %s, %d micro-batches of %d x %d "
+              "characters, %d steps\n",
+              c.layers, c.dim, c.stages, c.dp, c.schedule.c_str(), c.microbatches, c.microbatch_size, c.seq_len,
+              c.steps);
+  ProgressBar bar(isatty(STDOUT_FILENO));
+  nlohmann::json summary;
+  const LaunchResult r = launch(lo, [&](const std::string& line, bool is_stderr) {
+    if (line.rfind(kProgress, 0) == 0) {
+      const auto j = nlohmann::json::parse(line.substr(std::string(kProgress).size()));
+      ProgressState p{j["step"], j["steps"], j["loss"], std::nullopt, j["tok_s"], j["elapsed"]};
+      if (j.contains("val")) p.val_loss = j["val"].get<double>();
+      bar.update(p);
+    } else if (line.rfind(kSummary, 0) == 0) {
+      summary = nlohmann::json::parse(line.substr(std::string(kSummary).size()));
+    } else {
+      bar.done();
+      (is_stderr ? std::cerr : std::cout) << line << std::endl;
+    }
+  });
+  bar.done();
+  if (r.exit_code != 0) {
+    std::cerr << "tpipe train: " << r.message << std::endl;
+    return r.exit_code;
+  }
+  if (!summary.is_null()) print_summary(summary, c);
+  return 0;
+}
+
+}  // namespace tpipe::cli
