@@ -8,7 +8,7 @@
 //                                +----+----+----+----+----+----+----+----+
 //                                0    1    2    3    4    5    6    7    8
 //                                             time (ms)
-//   ■ forward ■ backward ■ waiting for data ■ reduction ■ optimizer step | message sent
+//   ■ forward ■ backward ■ waiting for data ■ reduction ■ end of step (sync, optimizer) | message sent
 //   bubble: rank 0 27.3% · rank 1 27.3% · overall 27.3%
 //
 // Idle time is left blank on purpose: the bubble is what the reader looks for.
@@ -232,7 +232,7 @@ std::string render_timeline_svg(const StepTrace& t, const TimelineStyle& style) 
   };
   std::vector<Entry> entries = {{kForward, "forward"}, {kBackward, "backward"}};
   if (any_weight) entries.push_back({kWeight, "weight"});
-  for (Entry e : {Entry{kRecv, "waiting for data"}, Entry{kReduce, "reduction"}, Entry{kStep, "optimizer step"},
+  for (Entry e : {Entry{kRecv, "waiting for data"}, Entry{kReduce, "reduction"}, Entry{kStep, "end of step (sync, optimizer)"},
                   Entry{kSend, "message sent"}})
     entries.push_back(e);
   std::vector<double> widths;

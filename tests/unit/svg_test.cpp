@@ -78,7 +78,7 @@ TEST(Svg, RowLabelsAxisAndLegend) {
   const int ticks = count(svg, "class=\"tick\"");  // span 33 ms: step 5, ticks 0..30
   EXPECT_EQ(ticks, 7);
   EXPECT_NE(svg.find(">30</text>"), std::string::npos);
-  for (const char* entry : {">forward<", ">backward<", ">waiting for data<", ">reduction<", ">optimizer step<"})
+  for (const char* entry : {">forward<", ">backward<", ">waiting for data<", ">reduction<", ">end of step (sync, optimizer)<"})
     EXPECT_NE(svg.find(entry), std::string::npos) << entry;
 }
 
