@@ -2,6 +2,8 @@
 // The executor loop is in executor.cpp, the end of a step in step.cpp.
 #include <set>
 
+#include <torch/torch.h>
+
 #include "engine_impl.h"
 #include "tpipe/schedule/generators.h"
 #include "tpipe/schedule/step_end.h"

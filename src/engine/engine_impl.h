@@ -2,7 +2,7 @@
 // (engine.cpp), the executor loop (executor.cpp) and the end-of-step work (step.cpp).
 #pragma once
 
-#include <torch/torch.h>
+#include <torch/optim/optimizer.h>
 
 #include <chrono>
 #include <map>

@@ -1,4 +1,6 @@
 // The executor: a thin loop over this rank's actions, one small function per kind of action.
+#include <ATen/ATen.h>
+
 #include "engine_impl.h"
 
 namespace tpipe {

@@ -2,6 +2,8 @@
 // optimizer, and the periodic tie audit.
 #include <cmath>
 
+#include <ATen/ATen.h>
+
 #include "engine_impl.h"
 
 namespace tpipe {
