@@ -46,7 +46,10 @@ struct EngineOptions {
   std::string partition = "uniform";   // or layer counts per stage, "3,3,2"
   std::vector<Chunking> input_chunking;   // empty: default_chunking
   std::vector<Chunking> target_chunking;
-  std::optional<std::uint64_t> layer_seed;  // build layer i under torch::manual_seed(seed + i)
+  // Build layer i under torch::manual_seed(seed + i), so every cut of the model starts from the
+  // same weights (DeepSpeed's seed_layers). This sets torch's process-wide generator: with ranks
+  // as threads of one process, seed each factory's own generator instead (as gpt_layers does).
+  std::optional<std::uint64_t> layer_seed;
   std::optional<double> clip_grad_norm;     // global-norm clipping over the whole model
   int tie_audit_every = 0;                  // compare tied copies' checksums every K steps (0: never)
   bool record = false;                      // record every action for traces and timelines
@@ -76,7 +79,8 @@ class PipelineEngine {
   PipelineEngine& operator=(const PipelineEngine&) = delete;
 
   // One training step. `inputs` are read on the first stage, `targets` on the last; other ranks
-  // may pass empty payloads.
+  // may pass empty payloads. A step that throws leaves the engine unusable (later calls throw
+  // and say so): the ranks are out of step, so recover by creating a new Communicator and engine.
   StepResult train_batch(const Payload& inputs, const Payload& targets);
 
   // Forward only, no stash; loss when targets are given on the last stage.

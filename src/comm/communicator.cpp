@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 
 namespace tpipe {
 
@@ -62,6 +63,8 @@ struct Communicator::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
   std::unique_ptr<Group> world_group;
   std::vector<PendingSend> sends;
+  std::vector<std::shared_ptr<PendingRecv>> abandoned;
+  std::map<std::string, int> groups_named;  // how many groups of each name this rank created
 
   void wait(c10d::Work& w, const Where& where, const std::string& what, int peer) {
     detail::wait_work(w, timeout, where, what, peer);
@@ -133,8 +136,17 @@ std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options)
 }
 
 Communicator::~Communicator() {
-  // Unwaited sends must not outlive the group: drop them (their peers see the connection close).
-  if (impl_) impl_->sends.clear();
+  if (!impl_) return;
+  // The process group goes first (closing its connections, so peers see this rank leave); only
+  // then the buffers of sends and receives it might still have touched.
+  impl_->world_group.reset();
+  impl_->pg.reset();
+  impl_->sends.clear();
+  impl_->abandoned.clear();
+}
+
+void Communicator::abandon(std::shared_ptr<PendingRecv> r) {
+  if (r) impl_->abandoned.push_back(std::move(r));
 }
 
 int Communicator::rank() const { return impl_->rank; }
@@ -201,7 +213,9 @@ std::unique_ptr<Group> Communicator::new_group(const std::string& name, const st
   if (me == ranks.end())
     throw ConfigError(Where{impl_->rank}.prefix() + "cannot create group '" + name + "': this rank is not in it");
   if (ranks.size() == 1) return impl_->make_group(name, ranks, {});
-  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("group/" + name, impl_->store);
+  const int generation = impl_->groups_named[name]++;
+  auto prefixed =
+      c10::make_intrusive<c10d::PrefixStore>("group/" + name + "/" + std::to_string(generation), impl_->store);
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
   try {
     pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, static_cast<int>(me - ranks.begin()),

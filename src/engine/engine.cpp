@@ -105,15 +105,20 @@ PipelineEngine::~PipelineEngine() = default;
 
 StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& targets) {
   auto& I = *impl_;
+  I.check_usable();
   const auto t0 = std::chrono::steady_clock::now();
   I.stage->train(true);
-  if (I.optimizer) I.optimizer->zero_grad();
+  if (I.optimizer) {
+    I.optimizer->zero_grad();
+  } else {
+    for (auto& p : I.stage->parameters()) p.mutable_grad().reset();
+  }
   I.stage->reset_peak();
   try {
     I.begin_step(inputs, targets, true);
     I.run(I.train_schedule);  // ends with STEP: reductions, loss, clipping, optimizer
-  } catch (...) {
-    I.abandon_step();
+  } catch (const std::exception& e) {
+    I.abandon_step(e.what());
     throw;
   }
   const auto t1 = std::chrono::steady_clock::now();
@@ -133,13 +138,14 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
 
 EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targets) {
   auto& I = *impl_;
+  I.check_usable();
   I.stage->train(false);
   EvalResult r;
   try {
     I.begin_step(inputs, targets, false);
     I.run(I.eval_schedule);
-  } catch (...) {
-    I.abandon_step();
+  } catch (const std::exception& e) {
+    I.abandon_step(e.what());
     throw;
   }
   if (I.stage->is_last()) {

@@ -32,6 +32,7 @@ struct PipelineEngine::Impl {
   std::vector<std::unique_ptr<Group>> tie_groups;
   std::unique_ptr<GradReducer> reducer;
   std::int64_t steps_done = 0;
+  std::string broken;  // why an earlier step failed; the engine refuses further steps
   Recorder recorder;
   trace::StepTrace last_trace;  // rank 0, when recording
 
@@ -69,7 +70,8 @@ struct PipelineEngine::Impl {
   void forward(const Action& a);
   void backward(const Action& a);
   void begin_step(const Payload& in, const Payload& tgt, bool train);
-  void abandon_step();
+  void abandon_step(const std::string& why);
+  void check_usable() const;
 
   // step.cpp
   void optimizer_step();

@@ -152,12 +152,24 @@ void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, boo
   }
 }
 
-void PipelineEngine::Impl::abandon_step() {
+// After a failure the ranks are out of step (messages of the failed step may still arrive, and
+// peers may be gone): the engine refuses further steps, and receives still posted are handed to
+// the Communicator, which keeps their buffers until its process group is closed.
+void PipelineEngine::Impl::abandon_step(const std::string& why) {
+  broken = why;
   stage->clear_stash();
+  for (auto& [mb, r] : recv_act) comm.abandon(r);
+  for (auto& [mb, r] : recv_grad) comm.abandon(r);
   recv_act.clear();
   recv_grad.clear();
   outputs.clear();
   input_grads.clear();
+}
+
+void PipelineEngine::Impl::check_usable() const {
+  if (!broken.empty())
+    throw Error(here().prefix() + "this engine failed in an earlier step and cannot continue (the ranks are out of "
+                "step); create a new Communicator and engine. The failure was: " + broken);
 }
 
 }  // namespace tpipe

@@ -94,3 +94,43 @@ TEST(EngineErrors, SilentPeerBecomesATimeoutErrorNamingIt) {
 
 }  // namespace
 }  // namespace tpipe::testing
+
+namespace tpipe::testing {
+namespace {
+
+// After a failed step the ranks are out of step: the engine says so instead of mixing messages
+// of two steps, and names the first failure.
+TEST(EngineErrors, AFailedEngineRefusesFurtherSteps) {
+  const auto errors = run_ranks(2, [](Communicator& comm) {
+    PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, options(4));
+    try {
+      train_once(e, 3);  // a batch of 3 cannot make 4 micro-batches
+    } catch (const ConfigError&) {
+    }
+    train_once(e, 8);
+  });
+  for (int r = 0; r < 2; ++r)
+    EXPECT_THAT(errors[r], HasSubstr("this engine failed in an earlier step and cannot continue")) << r;
+  EXPECT_THAT(errors[0], HasSubstr("The failure was: [rank 0 | stage 0] a batch of 3 cannot be split"));
+}
+
+// A second engine on the same Communicator gets groups of its own (names are not reused).
+// (Reused names made the second engine's group rendezvous hang: a short timeout fails it fast.)
+TEST(EngineErrors, TwoEnginesOnOneCommunicator) {
+  CommOptions quick;
+  quick.timeout = std::chrono::seconds(20);
+  expect_ranks_ok(
+      4,
+      [](Communicator& comm) {
+        EngineOptions o = options(2);
+        o.dp = 2;
+        for (int i = 0; i < 2; ++i) {
+          PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, o);
+          train_once(e, 8);
+        }
+      },
+      quick);
+}
+
+}  // namespace
+}  // namespace tpipe::testing

@@ -51,6 +51,9 @@ class Communicator {
   std::shared_ptr<PendingRecv> post_recv(int src, wire::Kind kind, int mb);
   // Waits for the message and returns its payload; `where` names the consuming action in errors.
   Payload wait_recv(PendingRecv& r, const Where& where);
+  // A receive that will never be waited for (its step failed): Gloo may still write into its
+  // buffer, so the Communicator keeps it until its process group is gone.
+  void abandon(std::shared_ptr<PendingRecv> r);
 
   // Queues a payload (tensors are made contiguous and kept alive until wait_sends).
   void send(const Payload& p, int dst, wire::Kind kind, int mb, int sender_stage, const Where& where);
@@ -61,6 +64,7 @@ class Communicator {
   Group& world();
   // A group of some ranks; every member calls this with the same name and ranks, and groups are
   // created in the same order on every rank (Gloo connects the members when it is created).
+  // Creating a group of the same name again (a second engine) makes a new, separate group.
   std::unique_ptr<Group> new_group(const std::string& name, const std::vector<int>& ranks);
 
  private:
