@@ -132,20 +132,24 @@ void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, boo
       if (in.empty()) throw ConfigError("stage 0 needs the input batch, got an empty payload");
       inputs = split_microbatches(my_part(in, opts.input_chunking), m, opts.input_chunking);
     }
-    if (stage->is_last() && (train || !tgt.empty())) {
-      if (tgt.empty()) throw ConfigError("the last stage needs the targets, got an empty payload");
-      const Payload mine = my_part(tgt, opts.target_chunking);
-      targets = split_microbatches(mine, m, opts.target_chunking);
-      const auto rows = batch_size(mine, opts.target_chunking);
+    if (stage->is_last()) {
+      if (train && tgt.empty()) throw ConfigError("the last stage needs the targets, got an empty payload");
+      const Payload mine = tgt.empty() ? Payload{} : my_part(tgt, opts.target_chunking);
+      const std::int64_t rows = mine.empty() ? 0 : batch_size(mine, opts.target_chunking);
       double global_rows = static_cast<double>(rows);
-      if (opts.global_batch) {
+      if (opts.global_batch && !tgt.empty()) {
         global_rows = static_cast<double>(batch_size(tgt, opts.target_chunking));
-      } else if (dp > 1) {
+      } else if (!opts.global_batch && dp > 1) {
+        // Every replica's last stage takes part, with 0 rows when it has no targets, so the
+        // collective never runs on some ranks only.
         std::vector<at::Tensor> n{at::full({1}, global_rows, at::kDouble)};
         dp_group->all_reduce_sum(n, "sum of the replicas' batch sizes");
         global_rows = n[0].item<double>();
       }
-      for (auto n : microbatch_sizes(rows, m)) weights.push_back(static_cast<double>(n) / global_rows);
+      if (!mine.empty()) {
+        targets = split_microbatches(mine, m, opts.target_chunking);
+        for (auto n : microbatch_sizes(rows, m)) weights.push_back(static_cast<double>(n) / global_rows);
+      }
     }
   } catch (const ConfigError& e) {
     throw ConfigError(here().prefix() + e.what());
