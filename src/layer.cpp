@@ -47,6 +47,10 @@ LayerPtr function_layer(std::function<Payload(const Payload&)> forward) {
   return module_layer(nullptr, std::move(forward));
 }
 
+LayerPtr tied_position(const TiedLayerSpec& spec, std::shared_ptr<torch::nn::Module> module) {
+  return module_layer(module, [module, forward = spec.forward](const Payload& in) { return forward(*module, in); });
+}
+
 LayerSpec tied_layer(std::string name, TiedLayerSpec spec) {
   if (spec.key.empty()) throw ConfigError("tied layer '" + name + "' needs a non-empty key");
   if (!spec.factory || !spec.forward) throw ConfigError("tied layer '" + name + "' needs a factory and a forward");

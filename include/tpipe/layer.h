@@ -48,6 +48,9 @@ struct LayerSpec {
 // A tied position:  tpipe::tied_layer("lm_head", {"embed", make_embedding, project_with_embedding})
 LayerSpec tied_layer(std::string name, TiedLayerSpec spec);
 
+// The layer of one tied position, computing with `module`: the one its stage built for the key.
+LayerPtr tied_position(const TiedLayerSpec& spec, std::shared_ptr<torch::nn::Module> module);
+
 // A layer around a torch::nn module and a Payload -> Payload function using it.
 LayerPtr module_layer(std::shared_ptr<torch::nn::Module> module, std::function<Payload(const Payload&)> forward);
 

@@ -68,9 +68,7 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
     }
     auto& module = tied_modules[spec.tied->key];
     if (!module) module = spec.tied->factory();
-    built.push_back(module_layer(module, [module = module, fwd = spec.tied->forward](const Payload& in) {
-      return fwd(*module, in);
-    }));
+    built.push_back(tied_position(*spec.tied, module));
     built_names.push_back(spec.tied->key);
   }
   I.stage = std::make_unique<Stage>(s, p, std::move(built), std::move(built_names));
@@ -161,9 +159,7 @@ EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targ
 
 void PipelineEngine::audit_ties() {
   auto& I = *impl_;
-  std::vector<int> rank_to_stage;
-  for (int r = 0; r < I.topo.world_size(); ++r) rank_to_stage.push_back(I.topo.stage_of(r));
-  I.reducer->audit_ties(I.comm.rank(), I.stage->index(), rank_to_stage, I.topo.dp());
+  I.reducer->audit_ties(I.comm.rank(), I.stage->index(), I.topo);
 }
 
 void PipelineEngine::set_recording(bool on) {

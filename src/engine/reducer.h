@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tpipe/comm/group.h"
+#include "tpipe/topology.h"
 
 namespace tpipe {
 
@@ -40,7 +41,7 @@ class GradReducer {
 
   // Compares a checksum of every copy of every tied weight; throws Error naming the key and the
   // stages and replicas that differ. Collective over each tie group.
-  void audit_ties(int rank, int stage, const std::vector<int>& rank_to_stage, int dp) const;
+  void audit_ties(int rank, int stage, const Topology& topo) const;
 
   const std::vector<TiedParams>& tied() const { return tied_; }
 

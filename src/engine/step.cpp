@@ -32,9 +32,7 @@ void PipelineEngine::Impl::optimizer_step() {
   if (optimizer) optimizer->step();
   ++steps_done;
   if (opts.tie_audit_every > 0 && steps_done % opts.tie_audit_every == 0) {
-    std::vector<int> rank_to_stage;
-    for (int r = 0; r < topo.world_size(); ++r) rank_to_stage.push_back(topo.stage_of(r));
-    reducer->audit_ties(comm.rank(), stage->index(), rank_to_stage, topo.dp());
+    reducer->audit_ties(comm.rank(), stage->index(), topo);
   }
 }
 

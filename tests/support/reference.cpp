@@ -19,7 +19,7 @@ Trace reference_run(const ModelDef& model, int batch, int steps) {
     if (spec.tied) {
       auto& m = tied[spec.tied->key];
       if (!m) m = spec.tied->factory();
-      layers.push_back(module_layer(m, [m = m, f = spec.tied->forward](const Payload& p) { return f(*m, p); }));
+      layers.push_back(tied_position(*spec.tied, m));
       prefix = spec.tied->key;
     } else {
       layers.push_back(spec.factory());

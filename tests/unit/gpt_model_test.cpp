@@ -45,10 +45,8 @@ Model build(const std::vector<LayerSpec>& specs, bool share_ties = true) {
     auto& module = by_key[spec.tied->key];
     const bool fresh = !module || !share_ties;
     if (fresh) module = spec.tied->factory();
-    auto mod = module;
-    auto fwd = spec.tied->forward;
-    m.layers.push_back(module_layer(mod, [mod, fwd](const Payload& p) { return fwd(*mod, p); }));
-    m.tied.push_back(mod);
+    m.layers.push_back(tied_position(*spec.tied, module));
+    m.tied.push_back(module);
     if (fresh)
       for (auto& [n, t] : m.layers.back()->named_parameters())
         m.params.emplace_back((share_ties ? spec.tied->key : spec.name) + "." + n, t);
