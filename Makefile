@@ -2,7 +2,6 @@
 BUILD ?= build
 JOBS  ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
-export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: all deps configure build test test-core demo example bench clean
 
@@ -20,20 +19,26 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j 1
+	cd $(BUILD) && OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} ctest --output-on-failure -j 1
 
 # The torch-free core alone: seconds, no LibTorch compile.
 test-core: configure
 	cmake --build $(BUILD) -j $(JOBS) --target tpipe_core_tests
 	cd $(BUILD) && ctest --output-on-failure -L core
 
-demo: build
+# The demo builds only the tpipe command (not the tests), then trains.
+demo: configure
+	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli
 	$(BUILD)/tools/tpipe train
 
-example: build
+example: configure
+	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli mlp_pipeline
 	$(BUILD)/tools/tpipe run -n 2 -- $(BUILD)/examples/mlp_pipeline
 
-bench: build
+# The peers need Debian's python3-torch: installed here, for the benchmark only.
+bench: configure
+	@scripts/install-deps.sh --bench
+	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli tpipe_bench
 	$(BUILD)/bench/tpipe_bench --tpipe $(BUILD)/tools/tpipe
 
 clean:

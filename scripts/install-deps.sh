@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tpipe needs, only those that are missing.
-# Called by `make demo`, `make test` and `make bench`; safe to run again.
+# Called by `make demo`, `make test` and `make bench`; safe to run again. With --bench, also the
+# benchmark's peers (Debian's python3-torch, used by bench/peers.py only).
 set -euo pipefail
 
 packages=(
@@ -11,6 +12,7 @@ packages=(
   librsvg2-bin                             # rsvg-convert, to check SVG output
   bible-kjv                                # corpus for the main job
 )
+[ "${1:-}" = "--bench" ] && packages=(python3-torch)
 
 missing=()
 for p in "${packages[@]}"; do

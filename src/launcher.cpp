@@ -229,9 +229,10 @@ class Job {
     fcntl(rank.err.fd, F_SETFL, O_NONBLOCK);
   }
 
-  // The caller's environment with torchrun's variables set (inherited values are replaced).
+  // The caller's environment with torchrun's variables and the options' own set (inherited values are
+  // replaced).
   std::vector<std::string> environment(int local, int port) const {
-    const std::vector<std::string> vars = {
+    std::vector<std::string> vars = {
         "RANK=" + std::to_string(o_.node_rank * o_.nproc + local),
         "WORLD_SIZE=" + std::to_string(o_.nnodes * o_.nproc),
         "LOCAL_RANK=" + std::to_string(local),
@@ -239,6 +240,7 @@ class Job {
         "GROUP_RANK=" + std::to_string(o_.node_rank),
         "MASTER_ADDR=" + o_.master_addr,
         "MASTER_PORT=" + std::to_string(port)};
+    for (const auto& [name, value] : o_.env) vars.push_back(name + "=" + value);
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) {
       const std::string entry = *e;

@@ -39,7 +39,6 @@ Payload Stage::forward(int mb, Payload input, bool training, const Where& where)
   for (auto& layer : layers_) output = layer->forward(output);
   Stash s{input, output, {}, distinct_bytes({&input, &output})};
   stashed_bytes_ += s.bytes;
-  peak_bytes_ = std::max(peak_bytes_, stashed_bytes_);
   stash_.emplace(mb, std::move(s));
   return output;
 }
@@ -107,6 +106,15 @@ std::vector<at::Tensor> Stage::parameters() const {
 
 void Stage::train(bool on) {
   for (auto& layer : layers_) layer->train(on);
+}
+
+std::vector<at::Tensor> Stage::stashed_tensors() const {
+  std::vector<at::Tensor> out;
+  for (const auto& [mb, s] : stash_) {
+    out.insert(out.end(), s.input.begin(), s.input.end());
+    out.insert(out.end(), s.output.begin(), s.output.end());
+  }
+  return out;
 }
 
 void Stage::clear_stash() {

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "tpipe/error.h"
 #include "tpipe/launcher.h"
+#include "tpipe/machine/facts.h"
 
 namespace tpipe::cli {
 
@@ -45,6 +46,10 @@ int run_main(int argc, char** argv) {
                       "'; if it is PROGRAM's, put PROGRAM ARGS... after '--'");
   }
 
+  // The BLAS kernel and threads of the ranks, unless the user set them; one line says what and why.
+  const RankTuning tuning = tune_local_ranks(options.nproc);
+  options.env = tuning.set;
+  std::cerr << "tpipe run: " << tuning.line << std::endl;
   const LaunchResult result = launch(options, [](const std::string& line, bool is_stderr) {
     (is_stderr ? std::cerr : std::cout) << line << std::endl;
   });

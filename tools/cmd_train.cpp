@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "progress.h"
 #include "tpipe/launcher.h"
+#include "tpipe/machine/doctor.h"
 #include "tpipe/train/gpt_trainer.h"
 
 namespace tpipe::cli {
@@ -21,12 +22,20 @@ namespace {
 
 constexpr const char* kProgress = "[rank 0] PROGRESS ";
 constexpr const char* kSummary = "[rank 0] SUMMARY ";
+constexpr const char* kDoctor = "[rank 0] DOCTOR ";
 
 int run_worker(const std::string& config_json) {
-  torch::set_num_threads(1);
   TrainConfig c;
   update_from_json(c, nlohmann::json::parse(config_json));
   const CharCorpus corpus = CharCorpus::load(c.data);
+  // Rank 0 says what a rank gets here (kernel, threads, GEMM rate) before training starts; the
+  // rate is the peak the summary compares the achieved GFLOP/s with.
+  const char* local_rank = std::getenv("LOCAL_RANK");
+  DoctorReport machine;
+  if (local_rank && std::string(local_rank) == "0") {
+    machine = examine_machine();
+    std::cout << "DOCTOR " << summary_line(machine) << std::endl;
+  }
   auto comm = Communicator::from_env();
   const TrainSummary s = train_gpt(c, corpus, *comm, [](const TrainProgress& p) {
     nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", p.loss}, {"tok_s", p.tokens_per_s},
@@ -37,6 +46,8 @@ int run_worker(const std::string& config_json) {
   if (comm->rank() == 0) {
     nlohmann::json j{{"val_losses", s.val_losses}, {"unigram", s.unigram_entropy}, {"tok_s", s.tokens_per_s},
                      {"bubble", s.bubble}, {"sample", s.sample}, {"vocab", corpus.vocab_size()},
+                     {"flops_per_token", s.flops_per_token}, {"peak_gflops", machine.gemm_gflops},
+                     {"kernel", machine.facts.blas_corename},
                      {"source", corpus.source()}, {"train_tokens", corpus.train_tokens()}};
     std::cout << "SUMMARY " << j.dump() << std::endl;
   }
@@ -53,6 +64,11 @@ void print_summary(const nlohmann::json& s, const TrainConfig& c) {
                 val.back()[1].get<double>(), val.back()[0].get<int>(), s["unigram"].get<double>());
   std::printf("throughput        %.0f tokens/s over %d ranks (%d stages x %d replicas)\n", s["tok_s"].get<double>(),
               c.stages * c.dp, c.stages, c.dp);
+  const double gflops = s["tok_s"].get<double>() * s["flops_per_token"].get<double>() / 1e9;
+  const int ranks = c.stages * c.dp;
+  std::printf("compute           %.1f GFLOP/s, %.1f per rank; the measured peak is %.0f GFLOP/s per rank "
+              "(GEMM 1024^3, %s kernel)\n",
+              gflops, gflops / ranks, s["peak_gflops"].get<double>(), s["kernel"].get<std::string>().c_str());
   if (s["bubble"].get<double>() >= 0) std::printf("measured bubble   %.1f%%\n", 100 * s["bubble"].get<double>());
   auto file = [&](const std::string& chosen, const char* name) {
     return chosen == "-" ? std::string("(off)") : chosen.empty() ? c.out + "/" + name : chosen;
@@ -122,14 +138,17 @@ int train_main(int argc, char** argv) {
   check_train_config(c);
   CharCorpus::load(c.data);  // a missing corpus fails here, before any rank starts
 
-  setenv("OPENBLAS_NUM_THREADS", "1", 0);
   LaunchOptions lo;
   lo.nproc = c.stages * c.dp;
+  const RankTuning tuning = tune_local_ranks(lo.nproc);
+  lo.env = tuning.set;
   lo.command = {"/proc/self/exe", "train", "--worker", to_json(c).dump()};
   std::printf("tpipe train: GPT %d blocks x %d wide, %d stages x %d replicas, %s, %d micro-batches of %d x %d "
               "characters, %d steps\n",
               c.layers, c.dim, c.stages, c.dp, c.schedule.c_str(), c.microbatches, c.microbatch_size, c.seq_len,
               c.steps);
+  std::printf("ranks: %s\n", tuning.line.c_str());
+  std::fflush(stdout);
   ProgressBar bar(isatty(STDOUT_FILENO));
   nlohmann::json summary;
   const LaunchResult r = launch(lo, [&](const std::string& line, bool is_stderr) {
@@ -138,6 +157,9 @@ int train_main(int argc, char** argv) {
       ProgressState p{j["step"], j["steps"], j["loss"], std::nullopt, j["tok_s"], j["elapsed"]};
       if (j.contains("val")) p.val_loss = j["val"].get<double>();
       bar.update(p);
+    } else if (line.rfind(kDoctor, 0) == 0) {
+      bar.done();
+      std::cout << "machine: " << line.substr(std::string(kDoctor).size()) << std::endl;
     } else if (line.rfind(kSummary, 0) == 0) {
       summary = nlohmann::json::parse(line.substr(std::string(kSummary).size()));
     } else {

@@ -7,5 +7,6 @@ namespace tpipe::cli {
 int run_main(int argc, char** argv);       // tpipe run -n N -- PROGRAM ARGS...
 int simulate_main(int argc, char** argv);  // tpipe simulate --schedule S --stages P --microbatches M
 int train_main(int argc, char** argv);     // tpipe train [--stages P --dp D ...]
+int doctor_main(int argc, char** argv);    // tpipe doctor [--ranks N] [--json]
 
 }  // namespace tpipe::cli

@@ -12,6 +12,7 @@ const char* kUsage =
     "  run       start N local ranks of a program:  tpipe run -n N -- PROGRAM ARGS...\n"
     "  simulate  plan a schedule:  tpipe simulate --schedule 1f1b --stages 4 --microbatches 8\n"
     "  train     train a small GPT on the King James Bible, pipelined:  tpipe train --stages 2\n"
+    "  doctor    the BLAS kernel, threads and GEMM rate a rank gets here:  tpipe doctor --ranks 2\n"
     "Run `tpipe COMMAND --help` for the options of a command.\n";
 
 }  // namespace
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
     if (cmd == "run") return tpipe::cli::run_main(argc - 1, argv + 1);
     if (cmd == "simulate") return tpipe::cli::simulate_main(argc - 1, argv + 1);
     if (cmd == "train") return tpipe::cli::train_main(argc - 1, argv + 1);
+    if (cmd == "doctor") return tpipe::cli::doctor_main(argc - 1, argv + 1);
   } catch (const std::exception& e) {
     std::cerr << "tpipe " << cmd << ": " << e.what() << "\n";
     return 1;

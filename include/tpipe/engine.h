@@ -57,7 +57,8 @@ struct EngineOptions {
 
 struct StepResult {
   double loss = 0;                         // mean loss of the global batch, on every rank
-  std::int64_t peak_activation_bytes = 0;  // stashed activations on this rank's stage
+  std::int64_t peak_activation_bytes = 0;  // activations this rank held at most: the stash and
+                                           // what was waiting to be sent or being sent
   double grad_norm = 0;                    // global gradient norm before clipping, on every rank
   double reduce_seconds = 0;               // time this rank spent in gradient reductions that
                                            // compute did not hide (starting and waiting for them)

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tpipe/ports.h"
@@ -20,6 +21,8 @@ struct LaunchOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;                  // 0: pick a free port (single node only)
   std::vector<std::string> command;     // PROGRAM ARGS...
+  // Further variables for every rank (e.g. tune_local_ranks()'s choice), replacing inherited ones.
+  std::vector<std::pair<std::string, std::string>> env;
   std::chrono::milliseconds grace{5000};  // SIGTERM -> SIGKILL delay when stopping the others
 };
 

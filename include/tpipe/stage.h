@@ -42,8 +42,9 @@ class Stage {
   void train(bool on);
 
   std::int64_t stashed_bytes() const { return stashed_bytes_; }
-  std::int64_t peak_stashed_bytes() const { return peak_bytes_; }
-  void reset_peak() { peak_bytes_ = stashed_bytes_; }
+  // The input and output tensors of every stashed micro-batch (the engine counts the memory it
+  // holds together with what is being sent).
+  std::vector<at::Tensor> stashed_tensors() const;
   void clear_stash();
 
  private:
@@ -60,7 +61,6 @@ class Stage {
   std::vector<std::string> names_;
   std::map<int, Stash> stash_;
   std::int64_t stashed_bytes_ = 0;
-  std::int64_t peak_bytes_ = 0;
 };
 
 }  // namespace tpipe

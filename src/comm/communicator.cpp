@@ -9,24 +9,38 @@
 #include "group_impl.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
 #include <map>
+#include <mutex>
+#include <set>
+
+#include "lane.h"
 
 namespace tpipe {
 
+// A receive: its header is posted at once; its lane waits for the header, posts the data receives
+// and waits for them, then hands the payload (or what went wrong) to the consumer.
 struct Communicator::PendingRecv {
   int src;
   wire::Kind kind;
   int mb;
   std::vector<at::Tensor> header;
-  c10::intrusive_ptr<c10d::Work> work;
+  c10::intrusive_ptr<c10d::Work> header_work;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Payload payload;
+  std::string error;  // without the consumer's "[rank | stage | mb | action]" prefix
 };
 
 namespace {
 
+// A send in flight: its tensors are held until the peer has taken them.
 struct PendingSend {
-  std::vector<at::Tensor> tensors;
-  c10::intrusive_ptr<c10d::Work> work;
+  std::vector<std::vector<at::Tensor>> tensors;  // header, then each data tensor
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
   int dst;
   Where where;
 };
@@ -62,13 +76,42 @@ struct Communicator::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
   std::unique_ptr<Group> world_group;
-  std::vector<PendingSend> sends;
-  std::vector<std::shared_ptr<PendingRecv>> abandoned;
   std::map<std::string, int> groups_named;  // how many groups of each name this rank created
+
+  // Point-to-point progress: one lane per peer for receives, one for sends (see lane.h).
+  detail::Stopper stopper;
+  std::map<int, std::unique_ptr<detail::Lane>> recv_lanes, send_lanes;
+  std::mutex sends_mu;  // guards what the send lanes share with the engine's thread
+  std::set<std::shared_ptr<PendingSend>> in_flight;
+  std::string send_error;  // the first failed send, with its prefix
 
   void wait(c10d::Work& w, const Where& where, const std::string& what, int peer) {
     detail::wait_work(w, timeout, where, what, peer);
   }
+
+  detail::Lane& lane(std::map<int, std::unique_ptr<detail::Lane>>& lanes, int peer) {
+    auto& l = lanes[peer];
+    if (!l) l = std::make_unique<detail::Lane>();
+    return *l;
+  }
+
+  // Waits on a lane; false when the Communicator is going away (the wait was aborted). A failure
+  // throws with Gloo's message, which the caller turns into text.
+  bool lane_wait(c10d::Work& w) {
+    if (!stopper.enter(&w)) return false;
+    bool ok = false;
+    try {
+      ok = w.wait(timeout);
+    } catch (...) {
+      stopper.leave(&w);
+      throw;
+    }
+    stopper.leave(&w);
+    return ok && !stopper.stopping();
+  }
+
+  void fetch(PendingRecv& r);
+  void complete(const std::shared_ptr<PendingSend>& s);
 
   std::unique_ptr<Group> make_group(const std::string& name, const std::vector<int>& ranks,
                                     c10::intrusive_ptr<c10d::ProcessGroup> group_pg) {
@@ -137,16 +180,15 @@ std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options)
 
 Communicator::~Communicator() {
   if (!impl_) return;
-  // The process group goes first (closing its connections, so peers see this rank leave); only
-  // then the buffers of sends and receives it might still have touched.
+  // The lanes go first: their waits are aborted and their threads joined while the process
+  // group still exists; then the process group (closing its connections, so peers see this rank
+  // leave); only then the buffers of sends and receives it might still have touched.
+  impl_->stopper.stop();
+  impl_->recv_lanes.clear();
+  impl_->send_lanes.clear();
   impl_->world_group.reset();
   impl_->pg.reset();
-  impl_->sends.clear();
-  impl_->abandoned.clear();
-}
-
-void Communicator::abandon(std::shared_ptr<PendingRecv> r) {
-  if (r) impl_->abandoned.push_back(std::move(r));
+  impl_->in_flight.clear();
 }
 
 int Communicator::rank() const { return impl_->rank; }
@@ -159,45 +201,109 @@ std::shared_ptr<Communicator::PendingRecv> Communicator::post_recv(int src, wire
   r->kind = kind;
   r->mb = mb;
   r->header = {wire::empty_header()};
-  r->work = impl_->pg->recv(r->header, src, wire::tag(kind, mb, 0));
+  r->header_work = impl_->pg->recv(r->header, src, wire::tag(kind, mb, 0));
+  impl_->lane(impl_->recv_lanes, src).post([impl = impl_.get(), r] { impl->fetch(*r); });
   return r;
 }
 
-Payload Communicator::wait_recv(PendingRecv& r, const Where& where) {
+// On the peer's receive lane: header, then the data receives, posted as soon as the header says
+// what to allocate, so the data moves while the consumer is still computing.
+void Communicator::Impl::fetch(PendingRecv& r) {
   const std::string what = "receiving the " + wire::to_string(r.kind) + " of mb " + std::to_string(r.mb) +
                            " from rank " + std::to_string(r.src);
-  impl_->wait(*r.work, where, what, r.src);
-  const wire::Header h = wire::decode(r.header[0]);
-  if (h.kind != r.kind || h.mb != r.mb)
-    throw CommError(where.prefix() + "expected the " + wire::to_string(r.kind) + " of mb " + std::to_string(r.mb) +
-                    " from rank " + std::to_string(r.src) + ", got the " + wire::to_string(h.kind) + " of mb " +
-                    std::to_string(h.mb));
-  Payload p = wire::allocate(h);
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  for (std::size_t i = 0; i < p.size(); ++i) {
-    if (!p[i].defined()) continue;
-    std::vector<at::Tensor> one{p[i]};
-    works.push_back(impl_->pg->recv(one, r.src, wire::tag(r.kind, r.mb, static_cast<int>(i) + 1)));
+  std::string error;
+  Payload p;
+  try {
+    bool ok = lane_wait(*r.header_work);
+    if (ok) {
+      const wire::Header h = wire::decode(r.header[0]);
+      if (h.kind != r.kind || h.mb != r.mb)
+        throw CommError("expected the " + wire::to_string(r.kind) + " of mb " + std::to_string(r.mb) + " from rank " +
+                        std::to_string(r.src) + ", got the " + wire::to_string(h.kind) + " of mb " +
+                        std::to_string(h.mb));
+      p = wire::allocate(h);
+      std::vector<c10::intrusive_ptr<c10d::Work>> works;
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        if (!p[i].defined()) continue;
+        std::vector<at::Tensor> one{p[i]};
+        works.push_back(pg->recv(one, r.src, wire::tag(r.kind, r.mb, static_cast<int>(i) + 1)));
+      }
+      for (auto& w : works) ok = ok && lane_wait(*w);
+    }
+    if (!ok) error = what + " was cut short: this rank's Communicator is closing";
+  } catch (const CommError& e) {
+    error = e.what();
+  } catch (const std::exception& e) {
+    error = detail::failure_text(what, e.what(), r.src, timeout);
   }
-  for (auto& w : works) impl_->wait(*w, where, what, r.src);
-  return p;
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.error = std::move(error);
+  if (r.error.empty()) r.payload = std::move(p);
+  r.done = true;
+  r.cv.notify_all();
+}
+
+Payload Communicator::wait_recv(PendingRecv& r, const Where& where) {
+  std::unique_lock<std::mutex> lock(r.mu);
+  // The lane's own waits are bounded by the timeout (header, then data); this bound only guards
+  // against a lane that never reports.
+  const auto bound = 2 * impl_->timeout + std::chrono::seconds(10);
+  if (!r.cv.wait_for(lock, bound, [&] { return r.done; }))
+    throw CommError(where.prefix() + "receiving the " + wire::to_string(r.kind) + " of mb " + std::to_string(r.mb) +
+                    " from rank " + std::to_string(r.src) + " did not finish");
+  if (!r.error.empty()) throw CommError(where.prefix() + r.error);
+  return std::move(r.payload);
 }
 
 void Communicator::send(const Payload& p, int dst, wire::Kind kind, int mb, int sender_stage, const Where& where) {
-  std::vector<at::Tensor> header{wire::encode(wire::describe(p, kind, mb, sender_stage))};
-  impl_->sends.push_back({header, impl_->pg->send(header, dst, wire::tag(kind, mb, 0)), dst, where});
+  {
+    std::lock_guard<std::mutex> lock(impl_->sends_mu);
+    if (!impl_->send_error.empty()) throw CommError(impl_->send_error);
+  }
+  auto s = std::make_shared<PendingSend>();
+  s->dst = dst;
+  s->where = where;
+  s->tensors.push_back({wire::encode(wire::describe(p, kind, mb, sender_stage))});
+  s->works.push_back(impl_->pg->send(s->tensors.back(), dst, wire::tag(kind, mb, 0)));
   for (std::size_t i = 0; i < p.size(); ++i) {
     if (!p[i].defined()) continue;
-    std::vector<at::Tensor> one{p[i].detach().contiguous()};
-    impl_->sends.push_back({one, impl_->pg->send(one, dst, wire::tag(kind, mb, static_cast<int>(i) + 1)), dst, where});
+    s->tensors.push_back({p[i].detach().contiguous()});
+    s->works.push_back(impl_->pg->send(s->tensors.back(), dst, wire::tag(kind, mb, static_cast<int>(i) + 1)));
   }
+  {
+    std::lock_guard<std::mutex> lock(impl_->sends_mu);
+    impl_->in_flight.insert(s);
+  }
+  impl_->lane(impl_->send_lanes, dst).post([impl = impl_.get(), s] { impl->complete(s); });
+}
+
+// On the peer's send lane: once the peer has taken every tensor, they are released.
+void Communicator::Impl::complete(const std::shared_ptr<PendingSend>& s) {
+  const std::string what = "sending to rank " + std::to_string(s->dst);
+  std::string error;
+  try {
+    for (auto& w : s->works)
+      if (!lane_wait(*w)) break;  // closing: nothing to report
+  } catch (const std::exception& e) {
+    error = s->where.prefix() + detail::failure_text(what, e.what(), s->dst, timeout);
+  }
+  std::lock_guard<std::mutex> lock(sends_mu);
+  if (send_error.empty()) send_error = std::move(error);
+  in_flight.erase(s);
 }
 
 void Communicator::wait_sends() {
-  auto sends = std::move(impl_->sends);
-  impl_->sends.clear();
-  for (auto& s : sends)
-    impl_->wait(*s.work, s.where, "sending to rank " + std::to_string(s.dst), s.dst);
+  for (auto& [peer, lane] : impl_->send_lanes) lane->drain();
+  std::lock_guard<std::mutex> lock(impl_->sends_mu);
+  if (!impl_->send_error.empty()) throw CommError(impl_->send_error);
+}
+
+std::vector<at::Tensor> Communicator::tensors_in_flight() const {
+  std::lock_guard<std::mutex> lock(impl_->sends_mu);
+  std::vector<at::Tensor> out;
+  for (const auto& s : impl_->in_flight)
+    for (std::size_t i = 1; i < s->tensors.size(); ++i) out.push_back(s->tensors[i][0]);
+  return out;
 }
 
 Group& Communicator::world() { return *impl_->world_group; }

@@ -24,14 +24,18 @@ std::string explain(const std::string& gloo_message, int peer, std::chrono::mill
 
 }  // namespace
 
+std::string failure_text(const std::string& what, const std::string& gloo_message, int peer,
+                         std::chrono::milliseconds timeout) {
+  return what + " failed: " + explain(gloo_message, peer, timeout) + " [gloo: " +
+         gloo_message.substr(0, gloo_message.find('\n')) + "]";
+}
+
 void wait_work(c10d::Work& work, std::chrono::milliseconds timeout, const Where& where, const std::string& what,
                int peer) {
   try {
     work.wait(timeout);
   } catch (const std::exception& e) {
-    const std::string msg = e.what();
-    throw CommError(where.prefix() + what + " failed: " + explain(msg, peer, timeout) + " [gloo: " +
-                    msg.substr(0, msg.find('\n')) + "]");
+    throw CommError(where.prefix() + failure_text(what, e.what(), peer, timeout));
   }
 }
 

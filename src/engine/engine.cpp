@@ -74,8 +74,9 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
   I.stage = std::make_unique<Stage>(s, p, std::move(built), std::move(built_names));
 
   // Groups, created in one global order on every rank (each rank joins those it belongs to):
-  // the replicas of each stage, then each tie across stages by key.
+  // the replicas of each stage, the stages of each replica, then each tie across stages by key.
   I.dp_group = comm.new_group("dp/stage" + std::to_string(s), I.topo.dp_ranks(s));
+  I.pipe_group = comm.new_group("pipe/replica" + std::to_string(I.replica), I.topo.pipeline_ranks(I.replica));
   std::vector<TiedParams> tied;
   std::set<const void*> tied_tensors;
   for (const auto& [key, stages] : ties) {
@@ -111,10 +112,10 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
   } else {
     for (auto& p : I.stage->parameters()) p.mutable_grad().reset();
   }
-  I.stage->reset_peak();
   try {
     I.begin_step(inputs, targets, true);
-    I.run(I.train_schedule);  // ends with STEP: reductions, loss, clipping, optimizer
+    I.run(I.train_schedule);  // ends with STEP: reductions, norm, clipping, optimizer
+    I.finish_loss_share();
   } catch (const std::exception& e) {
     I.abandon_step(e.what());
     throw;
@@ -127,7 +128,7 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
   }
   const auto t2 = std::chrono::steady_clock::now();
   return {I.step_loss,
-          I.stage->peak_stashed_bytes(),
+          I.peak_held,
           I.grad_norm,
           I.reduce_seconds,
           std::chrono::duration<double>(t2 - t0).count(),
@@ -152,7 +153,8 @@ EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targ
     r.outputs = gather_microbatches(parts);
   }
   I.outputs.clear();
-  I.share_loss(false);
+  I.start_loss_share();
+  I.finish_loss_share();
   r.loss = I.step_loss;
   return r;
 }

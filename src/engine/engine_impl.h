@@ -29,6 +29,7 @@ struct PipelineEngine::Impl {
   std::unique_ptr<Stage> stage;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<Group> dp_group;
+  std::unique_ptr<Group> pipe_group;  // this replica's stages: the gradient norm
   std::vector<std::unique_ptr<Group>> tie_groups;
   std::unique_ptr<GradReducer> reducer;
   std::int64_t steps_done = 0;
@@ -43,7 +44,11 @@ struct PipelineEngine::Impl {
   std::map<int, std::shared_ptr<Communicator::PendingRecv>> recv_act, recv_grad;
   std::map<int, Payload> outputs, input_grads;
   double loss_sum = 0;   // this replica's weighted loss (last stage)
+  int forwards_done = 0;
+  std::vector<at::Tensor> loss_share;  // the world all-reduce of the loss, started early
+  AsyncOp loss_op;
   double step_loss = 0;  // the global batch's loss, on every rank
+  std::int64_t peak_held = 0;  // activation bytes held (stash and sends) at most, this step
   double grad_norm = 0;
   double reduce_seconds = 0;
   std::int64_t sent_bytes = 0;  // of the action being run, for its trace event
@@ -73,9 +78,14 @@ struct PipelineEngine::Impl {
   void abandon_step(const std::string& why);
   void check_usable() const;
 
+  // Bytes held now by activations: the stash, outputs and gradients waiting to be sent, and what
+  // is being sent; each tensor counted once.
+  std::int64_t held_bytes() const;
+
   // step.cpp
+  void start_loss_share();
+  void finish_loss_share();
   void optimizer_step();
-  void share_loss(bool with_norm);
 };
 
 }  // namespace tpipe

@@ -1,6 +1,8 @@
 // The executor: a thin loop over this rank's actions, one small function per kind of action.
 #include <ATen/ATen.h>
 
+#include <set>
+
 #include "engine_impl.h"
 
 namespace tpipe {
@@ -14,7 +16,26 @@ std::int64_t payload_bytes(const Payload& p) {
   return n;
 }
 
+// A tensor passed on unchanged, or sent while stashed, is counted once.
+struct DistinctBytes {
+  std::set<const void*> seen;
+  std::int64_t bytes = 0;
+  void add(const at::Tensor& t) {
+    if (t.defined() && seen.insert(t.data_ptr()).second) bytes += static_cast<std::int64_t>(t.nbytes());
+  }
+};
+
 }  // namespace
+
+std::int64_t PipelineEngine::Impl::held_bytes() const {
+  DistinctBytes d;
+  for (const auto& t : stage->stashed_tensors()) d.add(t);
+  for (const auto* m : {&outputs, &input_grads})
+    for (const auto& [mb, p] : *m)
+      for (const auto& t : p) d.add(t);
+  for (const auto& t : comm.tensors_in_flight()) d.add(t);
+  return d.bytes;
+}
 
 // Waits for a posted receive; the wait is what the trace shows as the RECV action.
 Payload PipelineEngine::Impl::receive(const Action& consumer, Communicator::PendingRecv& r, const Action& recv,
@@ -60,7 +81,10 @@ void PipelineEngine::Impl::backward(const Action& a) {
 
 void PipelineEngine::Impl::dispatch(const Action& a) {
   switch (a.op) {
-    case Op::Forward: return forward(a);
+    case Op::Forward:
+      forward(a);
+      if (training && ++forwards_done == opts.microbatches) start_loss_share();  // after the last one
+      return;
     case Op::Backward: return backward(a);
     case Op::RecvAct:
       recv_act[a.mb] = comm.post_recv(rank_of_stage(a.stage - 1), wire::Kind::Activation, a.mb);
@@ -100,8 +124,10 @@ void PipelineEngine::Impl::run(const Schedule& s) {
       sent_to = -1;
       recorder.begin();
       dispatch(a);
-      if (a.op != Op::RecvAct && a.op != Op::RecvGrad)
-        recorder.end(comm.rank(), a, sent_bytes, stage->stashed_bytes(), sent_to);
+      if (a.op == Op::RecvAct || a.op == Op::RecvGrad) continue;
+      const std::int64_t held = held_bytes();
+      peak_held = std::max(peak_held, held);
+      recorder.end(comm.rank(), a, sent_bytes, held, sent_to);
     } catch (const Error&) {
       throw;
     } catch (const c10::Error& e) {
@@ -118,6 +144,8 @@ void PipelineEngine::Impl::run(const Schedule& s) {
 void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, bool train) {
   training = train;
   loss_sum = 0;
+  forwards_done = 0;
+  peak_held = held_bytes();
   reduce_seconds = 0;
   recorder.clear();
   inputs.clear();
@@ -157,13 +185,12 @@ void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, boo
 }
 
 // After a failure the ranks are out of step (messages of the failed step may still arrive, and
-// peers may be gone): the engine refuses further steps, and receives still posted are handed to
-// the Communicator, which keeps their buffers until its process group is closed.
+// peers may be gone): the engine refuses further steps. Receives still posted are dropped here;
+// the Communicator keeps their buffers as long as Gloo may write into them.
 void PipelineEngine::Impl::abandon_step(const std::string& why) {
   broken = why;
   stage->clear_stash();
-  for (auto& [mb, r] : recv_act) comm.abandon(r);
-  for (auto& [mb, r] : recv_grad) comm.abandon(r);
+  loss_op = AsyncOp();  // its collective may never complete; nothing waits on it any more
   recv_act.clear();
   recv_grad.clear();
   outputs.clear();

@@ -88,7 +88,9 @@ void GradReducer::finish() {
 double GradReducer::local_squared_norm() const {
   double sum = 0;
   auto add = [&](const at::Tensor& p) {
-    if (p.grad().defined()) sum += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (!p.grad().defined()) return;
+    const double n = p.grad().norm().item<double>();  // in the gradient's dtype, as clip_grad_norm_
+    sum += n * n;
   };
   for (const auto& p : params_) add(p);
   for (const auto& t : tied_)

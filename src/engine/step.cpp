@@ -8,28 +8,36 @@
 
 namespace tpipe {
 
-// One all-reduce over the world gives every rank the global loss (the last stages' weighted
-// sums, one per replica) and the squared global gradient norm (replica 0's stages only: after
-// the reductions every replica holds the same gradients).
-void PipelineEngine::Impl::share_loss(bool with_norm) {
-  const double loss_part = stage->is_last() ? loss_sum : 0.0;
-  const double norm_part = with_norm && replica == 0 ? reducer->local_squared_norm() : 0.0;
-  std::vector<at::Tensor> v{at::tensor({loss_part, norm_part}, at::kDouble)};
-  comm.world().all_reduce_sum(v, "sharing the loss");
-  step_loss = v[0][0].item<double>();
-  grad_norm = std::sqrt(v[0][1].item<double>());
+// The loss is shared by one all-reduce over the world, started by every rank right after its last
+// forward (when the last stages know their part), so it is complete long before anyone waits for
+// it at the end of the step: sharing the loss makes no rank wait for another.
+void PipelineEngine::Impl::start_loss_share() {
+  loss_share = {at::full({1}, stage->is_last() ? loss_sum : 0.0, at::kDouble)};
+  loss_op = comm.world().all_reduce_sum_async(loss_share, "sharing the loss");
 }
 
+void PipelineEngine::Impl::finish_loss_share() {
+  loss_op.wait();
+  step_loss = loss_share[0].item<double>();
+}
+
+// The global gradient norm over this replica's pipeline (after the data-parallel reduction every
+// replica holds the same gradients, so replicas need not wait for each other). With clipping the
+// optimizer needs it first; without, it is waited for only after the optimizer has run.
 void PipelineEngine::Impl::optimizer_step() {
-  comm.wait_sends();
   timed_reduce([&] { reducer->finish(); });
-  share_loss(true);
-  // As torch::nn::utils::clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.
+  std::vector<at::Tensor> norm{at::full({1}, reducer->local_squared_norm(), at::kDouble)};
+  AsyncOp norm_op = pipe_group->all_reduce_sum_async(norm, "sharing the gradient norm");
   if (opts.clip_grad_norm) {
+    norm_op.wait();
+    grad_norm = std::sqrt(norm[0].item<double>());
+    // As torch::nn::utils::clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.
     const double coef = *opts.clip_grad_norm / (grad_norm + 1e-6);
     if (coef < 1.0) reducer->scale_gradients(coef);
   }
   if (optimizer) optimizer->step();
+  norm_op.wait();
+  grad_norm = std::sqrt(norm[0].item<double>());
   ++steps_done;
   if (opts.tie_audit_every > 0 && steps_done % opts.tie_audit_every == 0) {
     reducer->audit_ties(comm.rank(), stage->index(), topo);

@@ -227,4 +227,9 @@ LossFn gpt_loss() {
   };
 }
 
+double gpt_flops_per_token(const GptConfig& c, int t) {
+  const double d = c.dim, matmul_params = 12.0 * c.layers * d * d + static_cast<double>(c.vocab) * d;
+  return 6.0 * matmul_params + 12.0 * c.layers * t * d;
+}
+
 }  // namespace tpipe

@@ -191,6 +191,7 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   }
   report.finish();
   s.tokens_per_s = static_cast<double>(tokens) * c.steps / train_seconds;
+  s.flops_per_token = gpt_flops_per_token(model_config(c, corpus.vocab_size()), c.seq_len);
   s.bubble = bubbles > 0 ? bubble_sum / bubbles : -1;
   if (c.sample_chars > 0) s.sample = generate(engine, comm, corpus, c);
   return s;

@@ -2,9 +2,12 @@
 // several Communicators can live in one process (ranks as threads sharing a HashStore in tests).
 //
 // Point-to-point messages carry a Payload: a header (wire.h) then each tensor under its own tag.
-// Receives are posted early and waited on by the consumer; sends are queued and their completion
-// is awaited at the end of the step, so neither side blocks the other mid-schedule. Every wait is
-// bounded by the timeout, and a failure names this rank, the peer and the action.
+// Neither side blocks the other mid-schedule: a receive is posted early, and a thread of this
+// Communicator (one per peer) posts its data receives as soon as the header arrives, so the data
+// moves while the consumer computes; a send returns at once, and its tensors are released as soon
+// as the peer has taken them. Every wait is bounded by the timeout (counted from when the
+// Communicator starts waiting on that peer's message), and a failure names this rank, the peer
+// and the action.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -46,19 +49,20 @@ class Communicator {
   int world_size() const;
   std::chrono::milliseconds timeout() const;
 
-  // A receive posted ahead of its consumer.
+  // A receive posted ahead of its consumer. One that is never waited for (its step failed) may
+  // be dropped: the Communicator keeps its buffers as long as Gloo may write into them.
   struct PendingRecv;
   std::shared_ptr<PendingRecv> post_recv(int src, wire::Kind kind, int mb);
   // Waits for the message and returns its payload; `where` names the consuming action in errors.
   Payload wait_recv(PendingRecv& r, const Where& where);
-  // A receive that will never be waited for (its step failed): Gloo may still write into its
-  // buffer, so the Communicator keeps it until its process group is gone.
-  void abandon(std::shared_ptr<PendingRecv> r);
 
-  // Queues a payload (tensors are made contiguous and kept alive until wait_sends).
+  // Starts sending a payload (tensors are made contiguous and held until the peer has them).
+  // Throws if an earlier send failed.
   void send(const Payload& p, int dst, wire::Kind kind, int mb, int sender_stage, const Where& where);
-  // Waits until every queued send has been received.
+  // Waits until every send started so far has been received; throws if one failed.
   void wait_sends();
+  // The data tensors of the sends not yet received (what sending holds in memory now).
+  std::vector<at::Tensor> tensors_in_flight() const;
 
   // All ranks.
   Group& world();

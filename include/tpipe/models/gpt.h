@@ -37,6 +37,11 @@ void check_config(const GptConfig& c);
 // Weights do not depend on the global RNG, so threads and processes all build the same model.
 std::vector<LayerSpec> gpt_layers(const GptConfig& c);
 
+// Floating-point operations of one training step per token at sequence length t (forward and
+// backward, the usual 6 x matmul parameters + 12 x layers x t x dim for attention's two products;
+// layer norms, softmax and the embedding lookup are left out): the numerator of achieved GFLOP/s.
+double gpt_flops_per_token(const GptConfig& c, int t);
+
 // Cross-entropy of logits [B,T,V] against target ids [B,T] (int64), mean over all B*T tokens.
 LossFn gpt_loss();
 

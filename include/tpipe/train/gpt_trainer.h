@@ -64,6 +64,7 @@ struct TrainSummary {
   std::vector<std::pair<int, double>> val_losses;  // (step, loss)
   double unigram_entropy = 0;                    // nats, of the training text
   double tokens_per_s = 0;                       // over the whole run (rank 0's clock)
+  double flops_per_token = 0;                    // gpt_flops_per_token of the model trained
   double bubble = -1;                            // mean measured bubble (rank 0; -1 elsewhere)
   std::string sample;                            // generated text (every rank)
 };

@@ -1,0 +1,24 @@
+// The live machine as tuning.h needs it: CPU flags, usable cores, which BLAS this process loaded
+// and, for OpenBLAS, the kernel it picked (looked up at run time, so any other BLAS still works).
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "tpipe/machine/tuning.h"
+
+namespace tpipe {
+
+struct BlasInfo {
+  std::string library;   // the file that provides sgemm_ in this process ("" when none is loaded)
+  std::string config;    // openblas_get_config(), "" for another BLAS
+};
+
+MachineFacts read_machine_facts();
+BlasInfo read_blas_info();
+std::map<std::string, std::string> environment_map();
+
+// choose_rank_tuning for this machine and environment.
+RankTuning tune_local_ranks(int local_ranks);
+
+}  // namespace tpipe

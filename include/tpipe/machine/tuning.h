@@ -1,0 +1,63 @@
+// What each rank's BLAS and thread settings should be, as a pure function of the machine's facts
+// and the environment, so that it can be tested without the machine.
+//
+// Two things go wrong by default on a shared VM:
+//   - OpenBLAS picks its kernel from the CPU's model; when a hypervisor hides the model, it falls
+//     back to "Prescott" (SSE3) even on a CPU with AVX-512, and a GEMM runs 5-6x slower. Setting
+//     OPENBLAS_CORETYPE before the library loads picks the right kernel.
+//   - Every rank starts as many BLAS / intra-op threads as the machine has cores, so n local
+//     ranks oversubscribe the cores n times. Each rank should get cores / n of them.
+//   - glibc's malloc returns freed memory to the system and maps large blocks afresh, so every
+//     micro-batch pays page faults for its multi-MiB temporaries (measured: a rank's backward
+//     1.6-2x slower than the same work in one process). Fixed mmap and trim thresholds make it
+//     reuse its heap; both must be set (either alone is worse than neither).
+// A variable the user set is never overridden: the choice only fills in what is unset.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tpipe {
+
+// Instruction-set levels as OpenBLAS's kernels need them.
+enum class IsaLevel { Unknown = 0, Sse3 = 1, Avx = 2, Avx2 = 3, Avx512 = 4 };
+
+std::string to_string(IsaLevel level);
+
+// The highest level the CPU's flags (as in /proc/cpuinfo: "avx2", "avx512f", ...) support.
+IsaLevel cpu_isa_level(const std::set<std::string>& flags);
+
+// The level an OpenBLAS core name ("Prescott", "Haswell", "SkylakeX", "Zen", ...; any case)
+// needs; Unknown for a name not known here (then it is left alone).
+IsaLevel openblas_core_level(const std::string& corename);
+
+// The OpenBLAS core type to ask for on a CPU of this level ("" when there is none better).
+std::string openblas_core_for(IsaLevel level);
+
+struct MachineFacts {
+  std::set<std::string> cpu_flags;
+  int cores = 1;                 // usable by this process (affinity), >= 1
+  bool openblas = false;         // the BLAS in use is OpenBLAS
+  std::string blas_corename;     // OpenBLAS's kernel, as openblas_get_corename() says
+  bool glibc = true;             // malloc is glibc's (GLIBC_TUNABLES applies)
+};
+
+// What GLIBC_TUNABLES gets for the ranks (appended to the user's own tunables, unless those
+// already say something about malloc).
+constexpr const char* kMallocTunables = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456";
+
+struct RankTuning {
+  std::vector<std::pair<std::string, std::string>> set;  // variables to set in every rank
+  int threads_per_rank = 1;      // what the ranks will run with (chosen or the user's)
+  std::string line;              // one line saying what was chosen and why
+};
+
+// The settings for `local_ranks` ranks of one node. `env` holds the variables already set
+// (only their presence and values matter); none of them is ever overridden.
+RankTuning choose_rank_tuning(const MachineFacts& facts, int local_ranks,
+                              const std::map<std::string, std::string>& env);
+
+}  // namespace tpipe

@@ -1,0 +1,85 @@
+// Reading the live machine (see facts.h). OpenBLAS's functions are found with dlsym in whatever
+// this process has loaded (LibTorch pulls in the system BLAS), never linked against.
+#include "tpipe/machine/facts.h"
+
+#include <dlfcn.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+extern char** environ;
+
+namespace tpipe {
+namespace {
+
+template <class F>
+F lookup(const char* name) {
+  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
+}
+
+std::set<std::string> read_cpu_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  std::set<std::string> flags;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string w; words >> w;) flags.insert(w);
+    break;  // every core reports the same flags
+  }
+  return flags;
+}
+
+int usable_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+}  // namespace
+
+MachineFacts read_machine_facts() {
+  MachineFacts f;
+  f.cpu_flags = read_cpu_flags();
+  f.cores = usable_cores();
+#ifdef __GLIBC__
+  f.glibc = true;
+#else
+  f.glibc = false;
+#endif
+  if (auto corename = lookup<char* (*)()>("openblas_get_corename")) {
+    f.openblas = true;
+    if (const char* name = corename()) f.blas_corename = name;
+  }
+  return f;
+}
+
+BlasInfo read_blas_info() {
+  BlasInfo b;
+  Dl_info info{};
+  if (void* sgemm = dlsym(RTLD_DEFAULT, "sgemm_"); sgemm && dladdr(sgemm, &info) && info.dli_fname)
+    b.library = info.dli_fname;
+  if (auto config = lookup<char* (*)()>("openblas_get_config"))
+    if (const char* c = config()) b.config = c;
+  return b;
+}
+
+std::map<std::string, std::string> environment_map() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const auto eq = entry.find('=');
+    if (eq != std::string::npos) env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  return env;
+}
+
+RankTuning tune_local_ranks(int local_ranks) {
+  return choose_rank_tuning(read_machine_facts(), local_ranks, environment_map());
+}
+
+}  // namespace tpipe

@@ -1,0 +1,127 @@
+// The choice of OpenBLAS kernel and threads per rank: a pure function of the machine's facts and
+// the environment; a variable the user set is never overridden.
+#include <gtest/gtest.h>
+
+#include "tpipe/machine/tuning.h"
+
+namespace tpipe {
+namespace {
+
+const std::set<std::string> kAvx512 = {"sse3", "avx", "avx2", "fma", "avx512f", "avx512cd",
+                                       "avx512bw", "avx512dq", "avx512vl", "avx512_bf16"};
+const std::set<std::string> kAvx2 = {"pni", "avx", "avx2", "fma"};
+
+MachineFacts facts(std::set<std::string> flags, int cores, std::string corename, bool openblas = true) {
+  return MachineFacts{std::move(flags), cores, openblas, std::move(corename), false};
+}
+
+// The variables chosen (facts() says the malloc is not glibc's: GLIBC_TUNABLES has a test of its own).
+std::map<std::string, std::string> as_map(const RankTuning& t) { return {t.set.begin(), t.set.end()}; }
+
+TEST(Tuning, IsaLevelsFromCpuFlags) {
+  EXPECT_EQ(cpu_isa_level(kAvx512), IsaLevel::Avx512);
+  EXPECT_EQ(cpu_isa_level(kAvx2), IsaLevel::Avx2);
+  EXPECT_EQ(cpu_isa_level({"avx2"}), IsaLevel::Unknown);  // AVX2 without FMA nor AVX: not Haswell's
+  EXPECT_EQ(cpu_isa_level({"avx", "avx2"}), IsaLevel::Avx);
+  EXPECT_EQ(cpu_isa_level({"avx512f", "avx2", "fma"}), IsaLevel::Avx2);  // F alone is not SkylakeX
+  EXPECT_EQ(cpu_isa_level({"pni"}), IsaLevel::Sse3);
+  EXPECT_EQ(cpu_isa_level({}), IsaLevel::Unknown);
+}
+
+TEST(Tuning, OpenBlasCoreLevels) {
+  EXPECT_EQ(openblas_core_level("Prescott"), IsaLevel::Sse3);
+  EXPECT_EQ(openblas_core_level("PRESCOTT"), IsaLevel::Sse3);
+  EXPECT_EQ(openblas_core_level("Sandybridge"), IsaLevel::Avx);
+  EXPECT_EQ(openblas_core_level("Haswell"), IsaLevel::Avx2);
+  EXPECT_EQ(openblas_core_level("Zen"), IsaLevel::Avx2);
+  EXPECT_EQ(openblas_core_level("SkylakeX"), IsaLevel::Avx512);
+  EXPECT_EQ(openblas_core_level("Cooperlake"), IsaLevel::Avx512);
+  EXPECT_EQ(openblas_core_level("NeoverseN1"), IsaLevel::Unknown);
+  EXPECT_EQ(openblas_core_for(IsaLevel::Avx512), "SkylakeX");
+  EXPECT_EQ(openblas_core_for(IsaLevel::Avx2), "Haswell");
+  EXPECT_EQ(openblas_core_for(IsaLevel::Sse3), "");
+}
+
+TEST(Tuning, PrescottOnAnAvx512MachineGetsSkylakeXAndCoresAreShared) {
+  const RankTuning t = choose_rank_tuning(facts(kAvx512, 2, "Prescott"), 2, {});
+  EXPECT_EQ(as_map(t), (std::map<std::string, std::string>{
+                           {"OPENBLAS_CORETYPE", "SkylakeX"}, {"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", "1"}}));
+  EXPECT_EQ(t.threads_per_rank, 1);
+  EXPECT_EQ(t.line,
+            "OPENBLAS_CORETYPE=SkylakeX (OpenBLAS chose Prescott, an SSE3 kernel, on a CPU with AVX-512); "
+            "1 thread per rank (2 cores / 2 local ranks)");
+}
+
+TEST(Tuning, CoresAreDividedRoundingDownButNeverBelowOne) {
+  EXPECT_EQ(as_map(choose_rank_tuning(facts(kAvx2, 16, "Haswell"), 3, {})),
+            (std::map<std::string, std::string>{{"OMP_NUM_THREADS", "5"}, {"OPENBLAS_NUM_THREADS", "5"}}));
+  const RankTuning t = choose_rank_tuning(facts(kAvx2, 2, "Haswell"), 8, {});
+  EXPECT_EQ(as_map(t), (std::map<std::string, std::string>{{"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", "1"}}));
+  EXPECT_EQ(choose_rank_tuning(facts(kAvx2, 8, "Haswell"), 1, {}).threads_per_rank, 8);
+  EXPECT_EQ(choose_rank_tuning(facts(kAvx2, 0, "Haswell"), 0, {}).threads_per_rank, 1);
+}
+
+TEST(Tuning, AKernelThatMatchesOrBeatsTheCpuIsKept) {
+  EXPECT_EQ(as_map(choose_rank_tuning(facts(kAvx512, 4, "SkylakeX"), 4, {})).count("OPENBLAS_CORETYPE"), 0u);
+  EXPECT_EQ(as_map(choose_rank_tuning(facts(kAvx2, 4, "Haswell"), 4, {})).count("OPENBLAS_CORETYPE"), 0u);
+  EXPECT_EQ(as_map(choose_rank_tuning(facts(kAvx2, 4, "Zen"), 4, {})).count("OPENBLAS_CORETYPE"), 0u);
+  // Older than the CPU: Haswell on AVX-512 is raised, Prescott on AVX2 too.
+  EXPECT_EQ(as_map(choose_rank_tuning(facts(kAvx512, 4, "Haswell"), 4, {})).at("OPENBLAS_CORETYPE"), "SkylakeX");
+  EXPECT_EQ(as_map(choose_rank_tuning(facts(kAvx2, 4, "Prescott"), 4, {})).at("OPENBLAS_CORETYPE"), "Haswell");
+  // A kernel name not known here is left alone.
+  EXPECT_EQ(as_map(choose_rank_tuning(facts(kAvx512, 4, "SomethingNew"), 4, {})).count("OPENBLAS_CORETYPE"), 0u);
+}
+
+TEST(Tuning, AnotherBlasGetsNoOpenBlasVariableButStillThreads) {
+  const RankTuning t = choose_rank_tuning(facts(kAvx512, 4, "", false), 2, {});
+  EXPECT_EQ(as_map(t), (std::map<std::string, std::string>{{"OMP_NUM_THREADS", "2"}, {"OPENBLAS_NUM_THREADS", "2"}}));
+  EXPECT_NE(t.line.find("not OpenBLAS"), std::string::npos);
+}
+
+TEST(Tuning, TheUsersVariablesAreNeverOverridden) {
+  const auto f = facts(kAvx512, 8, "Prescott");
+  const RankTuning kept = choose_rank_tuning(f, 2, {{"OPENBLAS_CORETYPE", "Haswell"}});
+  EXPECT_EQ(as_map(kept).count("OPENBLAS_CORETYPE"), 0u);
+  EXPECT_NE(kept.line.find("OPENBLAS_CORETYPE=Haswell (yours), an AVX2 kernel on a CPU with AVX-512: SkylakeX would "
+                           "be faster"),
+            std::string::npos);
+  const RankTuning good = choose_rank_tuning(f, 2, {{"OPENBLAS_CORETYPE", "SkylakeX"}});
+  EXPECT_EQ(good.line.find("faster"), std::string::npos);
+
+  const RankTuning omp = choose_rank_tuning(f, 2, {{"OMP_NUM_THREADS", "3"}});
+  EXPECT_EQ(as_map(omp), (std::map<std::string, std::string>{{"OPENBLAS_CORETYPE", "SkylakeX"}}));
+  EXPECT_EQ(omp.threads_per_rank, 3);
+
+  const RankTuning ob = choose_rank_tuning(f, 2, {{"OPENBLAS_NUM_THREADS", "1"}});
+  EXPECT_EQ(as_map(ob), (std::map<std::string, std::string>{{"OPENBLAS_CORETYPE", "SkylakeX"}, {"OMP_NUM_THREADS", "4"}}));
+
+  // Set but empty or nonsense still counts as set: it is the user's, not ours to replace.
+  const RankTuning odd = choose_rank_tuning(f, 2, {{"OMP_NUM_THREADS", "many"}, {"OPENBLAS_NUM_THREADS", ""}});
+  EXPECT_EQ(as_map(odd), (std::map<std::string, std::string>{{"OPENBLAS_CORETYPE", "SkylakeX"}}));
+}
+
+TEST(Tuning, GlibcMallocKeepsFreedMemoryUnlessTheUserSaidOtherwise) {
+  auto f = facts(kAvx512, 2, "SkylakeX");
+  f.glibc = true;
+  const std::string ours = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456";
+  EXPECT_EQ(as_map(choose_rank_tuning(f, 2, {})).at("GLIBC_TUNABLES"), ours);
+  // Other tunables of the user's are kept, ours appended.
+  EXPECT_EQ(as_map(choose_rank_tuning(f, 2, {{"GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F"}})).at("GLIBC_TUNABLES"),
+            "glibc.cpu.hwcaps=-AVX512F:" + ours);
+  // Any malloc tunable of the user's: left alone.
+  const RankTuning t = choose_rank_tuning(f, 2, {{"GLIBC_TUNABLES", "glibc.malloc.arena_max=2"}});
+  EXPECT_EQ(as_map(t).count("GLIBC_TUNABLES"), 0u);
+  EXPECT_NE(t.line.find("malloc tunables yours"), std::string::npos);
+  // Not glibc: nothing.
+  f.glibc = false;
+  EXPECT_EQ(as_map(choose_rank_tuning(f, 2, {})).count("GLIBC_TUNABLES"), 0u);
+}
+
+TEST(Tuning, OversubscriptionByTheUserIsSaid) {
+  const RankTuning t = choose_rank_tuning(facts(kAvx512, 2, "SkylakeX"), 2, {{"OMP_NUM_THREADS", "2"}});
+  EXPECT_NE(t.line.find("oversubscribed"), std::string::npos);
+  EXPECT_EQ(t.threads_per_rank, 2);
+}
+
+}  // namespace
+}  // namespace tpipe
