@@ -203,12 +203,13 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
 
 int main(int argc, char** argv) {
   CLI::App app{"tpipe benchmark: W1 pipelined against the GPipe bound and PyTorch peers"};
-  std::string mode, schedule = "gpipe", tpipe_cmd = "tpipe", python = "/usr/bin/python3", peers = TPIPE_PEERS_PY;
+  std::string mode, timeline, schedule = "gpipe", tpipe_cmd = "tpipe", python = "/usr/bin/python3", peers = TPIPE_PEERS_PY;
   int dp = 1, rounds = 5;
   bench::Workload w;
   app.add_option("--mode", mode, "worker mode: single | serial | pipe | doctor (empty: everything, as a table)");
   app.add_option("--schedule", schedule, "pipe mode: gpipe | 1f1b | naive");
   app.add_option("--dp", dp, "pipe mode: data-parallel replicas");
+  app.add_option("--timeline", timeline, "pipe mode: draw the last recorded step here (SVG)");
   app.add_option("--tpipe", tpipe_cmd, "path of the tpipe command (for `tpipe run`)");
   app.add_option("--python", python, "Python with torch for the peers")->capture_default_str();
   app.add_option("--peers", peers, "the peers script")->capture_default_str();
@@ -227,7 +228,7 @@ int main(int argc, char** argv) {
     }
     if (mode == "single") out = bench::run_single(w);
     else if (mode == "serial") out = bench::run_serial(w);
-    else if (mode == "pipe") out = bench::run_pipe(w, schedule, dp);
+    else if (mode == "pipe") out = bench::run_pipe(w, schedule, dp, timeline);
     else if (mode == "doctor") out = bench::run_doctor();
     else throw std::runtime_error("unknown --mode " + mode);
     if (!out.contains("rank") || out["rank"] == 0) std::cout << "BENCH " << out.dump() << std::endl;

@@ -8,6 +8,8 @@
 #include "tpipe/schedule/comm_pass.h"
 #include "tpipe/schedule/generators.h"
 #include "tpipe/schedule/simulator.h"
+#include "tpipe/trace/svg.h"
+#include "tpipe/util/files.h"
 
 namespace bench {
 namespace {
@@ -43,15 +45,23 @@ std::map<std::string, double> compute_ms(const tpipe::trace::StepTrace& t) {
   return out;
 }
 
-// The measured bubble of a recorded step, and the simulator's replay of the same schedule with
-// every action's measured cost and a message latency estimated from the receives that waited
-// (the data arrived at the end of the wait; the latency is that minus the end of its send).
+// The bubble of the forward/backward part of a recorded step, measured, and the simulator's
+// replay of the same schedule with every action's measured cost and a message latency estimated
+// from the receives that waited (the data arrived at the end of the wait; the latency is that
+// minus the end of its send). Both span the first forward's start to the last backward's end,
+// which is what the simulator models (the optimizer after it is not part of the bubble).
 std::pair<double, double> bubbles(const tpipe::trace::StepTrace& t, const std::string& schedule, int stages, int m,
                                   double* comm_ms) {
   tpipe::Costs c;
   std::map<std::string, const tpipe::trace::Event*> sends;
+  double first = 1e300, last = -1e300, busy = 0;
   for (const auto& e : t.events) {
-    if (tpipe::is_compute(e.action.op)) c.by_action[tpipe::to_string(e.action)] = e.end_us - e.start_us;
+    if (tpipe::is_compute(e.action.op)) {
+      c.by_action[tpipe::to_string(e.action)] = e.end_us - e.start_us;
+      first = std::min(first, e.start_us);
+      last = std::max(last, e.end_us);
+      busy += e.end_us - e.start_us;
+    }
     if (e.action.op == tpipe::Op::SendAct || e.action.op == tpipe::Op::SendGrad) sends[tpipe::to_string(e.action)] = &e;
   }
   std::vector<double> latency;
@@ -63,7 +73,8 @@ std::pair<double, double> bubbles(const tpipe::trace::StepTrace& t, const std::s
   c.comm = std::max(0.0, median(latency));
   *comm_ms = c.comm / 1000;
   const auto plan = tpipe::simulate(tpipe::make_schedule(schedule, stages, m), c);
-  return {tpipe::trace::measured_bubble(t).overall, plan.bubble};
+  const double measured = last > first ? 1.0 - busy / ((last - first) * static_cast<double>(t.ranks.size())) : 0.0;
+  return {measured, plan.bubble};
 }
 
 }  // namespace
@@ -137,7 +148,7 @@ nlohmann::json run_serial(const Workload& w) {
   return {{"step_s", step}, {"compute_ms", ops}};
 }
 
-nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp) {
+nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, const std::string& timeline) {
   auto comm = tpipe::Communicator::from_env();
   tpipe::EngineOptions o;
   o.schedule = schedule;
@@ -182,6 +193,9 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp) 
     nlohmann::json j;
     for (auto& [k, v] : ops) j[k] = median(v);
     out["compute_ms"] = j;
+    if (!timeline.empty())
+      tpipe::write_file_atomic(timeline, tpipe::trace::render_timeline_svg(
+                                             engine.last_trace(), {"W1 · tpipe " + schedule + " · measured"}));
   }
   return out;
 }

@@ -21,7 +21,8 @@ nlohmann::json run_serial(const Workload& w);
 // tpipe over the ranks of `tpipe run`: timed steps, then one recorded step analysed on rank 0:
 // {"step_s", "peak_bytes", "reduce_s", "bubble_measured", "bubble_predicted", "comm_ms",
 //  "compute_ms": {...}, "record_cost"}.
-nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp);
+// With a `timeline` path, rank 0 also draws the last recorded step there (SVG).
+nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, const std::string& timeline = "");
 
 // The machine as a rank sees it: {"line", "gemm_gflops", "kernel"}.
 nlohmann::json run_doctor();

@@ -82,6 +82,8 @@ class PipelineEngine {
   // One training step. `inputs` are read on the first stage, `targets` on the last; other ranks
   // may pass empty payloads. A step that throws leaves the engine unusable (later calls throw
   // and say so): the ranks are out of step, so recover by creating a new Communicator and engine.
+  // Gradients start each step undefined (PyTorch's zero_grad(set_to_none=True)): a parameter that
+  // gets no gradient keeps none, and optimizers skip it.
   StepResult train_batch(const Payload& inputs, const Payload& targets);
 
   // Forward only, no stash; loss when targets are given on the last stage.

@@ -102,8 +102,15 @@ std::string to_string(Kind k) {
   return "message";
 }
 
-int tag(Kind kind, int mb, int index) {
-  return (mb * kKinds + static_cast<int>(kind) - 1) * (kMaxTensors + 1) + index;
+namespace {
+constexpr int kSlots = 2 * (kMaxTensors + 1);  // header, 15 predicted, 15 not, one unused
+int slot_base(Kind kind, int mb) { return (mb * kKinds + static_cast<int>(kind) - 1) * kSlots; }
+}  // namespace
+
+int header_tag(Kind kind, int mb) { return slot_base(kind, mb); }
+
+int data_tag(Kind kind, int mb, int i, bool predicted) {
+  return slot_base(kind, mb) + 1 + i + (predicted ? 0 : kMaxTensors);
 }
 
 }  // namespace tpipe::wire

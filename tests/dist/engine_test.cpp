@@ -42,6 +42,31 @@ TEST(Engine, EvalReturnsTheWholeBatchOutputOnTheLastStageAndTheLossEverywhere) {
   for (double l : losses) EXPECT_NEAR(l, want_loss, 1e-13 * want_loss);
 }
 
+// A receiver posts its data receives early when it expects the shapes of the channel's last
+// message; batches whose sizes change from call to call (and micro-batches of uneven sizes) must
+// still arrive intact, whether the prediction holds or not.
+TEST(Engine, MessagesArriveWhenShapesChangeFromStepToStep) {
+  const std::vector<int> batches = {10, 10, 7, 13, 13, 10, 4};
+  std::vector<Payload> want;
+  for (int b : batches) {
+    Payload x = fidelity_inputs(b, b);
+    torch::NoGradGuard g;
+    for (auto& spec : fidelity_layers()) x = spec.factory()->forward(x);
+    want.push_back(x);
+  }
+  expect_ranks_ok(3, [&](Communicator& comm) {
+    PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, options("1f1b", 4));
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      const int b = batches[i];
+      const auto r = e.eval_batch(e.is_first_stage() ? fidelity_inputs(b, b) : Payload{});
+      if (!e.is_last_stage()) continue;
+      ASSERT_EQ(r.outputs[0].size(0), b) << "call " << i;
+      EXPECT_LE((r.outputs[0] - want[i][0]).abs().max().item<double>(), 1e-13) << "call " << i << ", batch " << b;
+      EXPECT_TRUE(torch::equal(r.outputs[1], want[i][1])) << "call " << i;
+    }
+  });
+}
+
 // With 8 equal micro-batches on 4 stages, stage 0 stashes all 8 under GPipe and 4 under 1F1B.
 // The peak counts what sending holds too: 1F1B's bound (stage s keeps p - s micro-batches) holds
 // only because a sent gradient is released once the previous stage has it, not at the step's end.

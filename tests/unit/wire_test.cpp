@@ -36,11 +36,16 @@ TEST(Wire, CorruptHeaderIsACommError) {
   EXPECT_THROW(decode(empty_header()), CommError);
 }
 
-TEST(Wire, TagsAreDistinctPerKindMicroBatchAndTensor) {
+TEST(Wire, TagsAreDistinctPerKindMicroBatchTensorAndPrediction) {
   std::set<int> tags;
   for (Kind k : {Kind::Activation, Kind::Gradient, Kind::Clock, Kind::Trace})
-    for (int mb = 0; mb < 64; ++mb)
-      for (int i = 0; i <= kMaxTensors; ++i) EXPECT_TRUE(tags.insert(tag(k, mb, i)).second);
+    for (int mb = 0; mb < 64; ++mb) {
+      EXPECT_TRUE(tags.insert(header_tag(k, mb)).second);
+      for (int i = 0; i < kMaxTensors; ++i)
+        for (bool predicted : {true, false}) EXPECT_TRUE(tags.insert(data_tag(k, mb, i, predicted)).second);
+    }
+  EXPECT_EQ(tags.size(), 4u * 64 * (1 + 2 * kMaxTensors));
+  EXPECT_EQ(*tags.begin(), 0);
 }
 
 }  // namespace

@@ -17,7 +17,7 @@
 namespace tpipe::wire {
 
 constexpr int kHeaderWords = 64;
-constexpr int kMaxTensors = 15;  // tags reserve 16 slots per message: header + tensors
+constexpr int kMaxTensors = 15;  // tags reserve 32 slots per message: header, tensors twice (below)
 
 // Activations and gradients flow along the pipeline; Clock and Trace messages are the engine's
 // own (clock alignment at start-up, trace records gathered on rank 0 after a step).
@@ -46,7 +46,12 @@ Payload allocate(const Header& h);      // uninitialised tensors to receive into
 std::string to_string(const TensorMeta& m);  // "[8,512] double", "none"
 std::string to_string(Kind k);               // "activation", "gradient"
 
-// The c10d tag of tensor `index` of a message (index 0: the header).
-int tag(Kind kind, int mb, int index);
+// The c10d tag of a message's header.
+int header_tag(Kind kind, int mb);
+// The c10d tag of tensor `i` of a message. A receiver that expects the same shapes as last time
+// posts its data receives before the header arrives, on the `predicted` tags; the sender knows
+// what was predicted (its own last message on that channel) and sends on those tags when the
+// shapes match, on the others when they do not (or when nothing was predicted).
+int data_tag(Kind kind, int mb, int i, bool predicted);
 
 }  // namespace tpipe::wire

@@ -1,0 +1,81 @@
+// `tpipe doctor` and what `tpipe run` sets for its ranks, end to end: the ranks see the chosen
+// thread count and malloc tunables, and a variable the user set reaches them unchanged.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <thread>
+
+namespace {
+
+struct Output {
+  int status;
+  std::string text;
+};
+
+// Runs `env ENV tpipe ARGS` (ENV as for env(1): "-u NAME" or "NAME=VALUE" items).
+Output tpipe(const std::string& env, const std::string& args) {
+  std::FILE* p = popen(("env " + env + " " + std::string(TPIPE_BIN) + " " + args + " 2>&1").c_str(), "r");
+  std::string text;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) text += buf;
+  const int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
+}
+
+const char* kClean = "-u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS -u OPENBLAS_CORETYPE -u GLIBC_TUNABLES";
+const char* kShow = "run -n 2 -- sh -c 'echo \"omp=$OMP_NUM_THREADS ob=$OPENBLAS_NUM_THREADS tun=$GLIBC_TUNABLES\"'";
+
+int cores() {
+  cpu_set_t set;
+  return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+TEST(TuningCli, RunGivesEachRankItsShareOfTheCoresAndSaysWhy) {
+  const auto out = tpipe(kClean, kShow);
+  ASSERT_EQ(out.status, 0) << out.text;
+  const std::string share = std::to_string(std::max(1, cores() / 2));
+  const std::string want = "omp=" + share + " ob=" + share +
+                           " tun=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456";
+  EXPECT_NE(out.text.find("[rank 0] " + want), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("[rank 1] " + want), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("tpipe run: "), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("per rank (" + std::to_string(cores()) + " cores / 2 local ranks)"), std::string::npos)
+      << out.text;
+}
+
+TEST(TuningCli, RunNeverOverridesWhatTheUserSet) {
+  const auto out = tpipe(std::string(kClean) + " OMP_NUM_THREADS=3 OPENBLAS_NUM_THREADS=2 GLIBC_TUNABLES=glibc.malloc.arena_max=1",
+                         kShow);
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("[rank 1] omp=3 ob=2 tun=glibc.malloc.arena_max=1\n"), std::string::npos) << out.text;
+  // The kernel the user named is kept as well.
+  const auto k = tpipe(std::string(kClean) + " OPENBLAS_CORETYPE=Haswell", "run -n 1 -- sh -c 'echo k=$OPENBLAS_CORETYPE'");
+  EXPECT_NE(k.text.find("[rank 0] k=Haswell\n"), std::string::npos) << k.text;
+}
+
+TEST(TuningCli, DoctorJsonReportsTheMachineAndTheRanksSettings) {
+  const auto out = tpipe(std::string(kClean) + " OPENBLAS_NUM_THREADS=1", "doctor --json --gemm 128 --ranks 2");
+  ASSERT_EQ(out.status, 0) << out.text;
+  const auto j = nlohmann::json::parse(out.text);
+  EXPECT_EQ(j["cores"].get<int>(), cores());
+  EXPECT_EQ(j["ranks"].get<int>(), 2);
+  EXPECT_EQ(j["gemm_n"].get<int>(), 128);
+  EXPECT_GT(j["gemm_gflops"].get<double>(), 0.0);
+  EXPECT_GT(j["rank_gemm_gflops"].get<double>(), 0.0);
+  EXPECT_EQ(j["rank_env"].count("OPENBLAS_NUM_THREADS"), 0u);  // the user's
+  EXPECT_EQ(j["rank_env"]["OMP_NUM_THREADS"], std::to_string(std::max(1, cores() / 2)));
+  if (j["openblas"].get<bool>()) EXPECT_FALSE(j["openblas_corename"].get<std::string>().empty());
+  EXPECT_FALSE(j["choice"].get<std::string>().empty());
+}
+
+TEST(TuningCli, DoctorRefusesBadFlagsInOneLine) {
+  const auto out = tpipe("", "doctor --ranks 0");
+  EXPECT_NE(out.status, 0);
+  EXPECT_NE(out.text.find("--ranks"), std::string::npos) << out.text;
+}
+
+}  // namespace
