@@ -89,13 +89,14 @@ TEST(Engine, OneFOneBHalvesStageZeroActivationsAgainstGPipe) {
   EXPECT_EQ(peak["1f1b"][0], 4 * 208 + 48);
   // Stages 1-3 receive h [2,6], ids [2] and their own copy of scale [6] per micro-batch and
   // output h: 256 bytes, and send back gradients of h and scale (96 + 48 bytes). GPipe keeps all 8
-  // micro-batches; 1F1B keeps p - s, plus at most the gradient just sent and the one before it
-  // still in flight. Were sent gradients held until the end of the step, the last stage alone
-  // would reach 256 + 7 * 144.
+  // micro-batches; 1F1B keeps p - s, plus the gradients still in flight: usually one or two (the
+  // previous stage posts its receive one action ahead), a few more when the machine is loaded.
+  // Were sent gradients held until the end of the step, stage 3 would reach 256 + 7 * 144 and
+  // stage 1 768 + 5 * 144.
   for (int s = 1; s < 4; ++s) {
     EXPECT_EQ(peak["gpipe"][s], 8 * 256) << "stage " << s;
     EXPECT_GE(peak["1f1b"][s], (4 - s) * 256) << "stage " << s;
-    EXPECT_LE(peak["1f1b"][s], (4 - s) * 256 + 2 * 144) << "stage " << s;
+    EXPECT_LE(peak["1f1b"][s], (4 - s) * 256 + 4 * 144) << "stage " << s;
   }
 }
 
