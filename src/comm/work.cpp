@@ -16,7 +16,9 @@ std::string seconds(std::chrono::milliseconds t) {
 // connection for one that died.
 std::string explain(const std::string& gloo_message, int peer, std::chrono::milliseconds timeout) {
   const std::string who = peer >= 0 ? "rank " + std::to_string(peer) : "a peer rank";
-  if (gloo_message.find("Timed out") != std::string::npos || gloo_message.find("timed out") != std::string::npos)
+  // "Application timeout caused pair closure": another wait of this process group timed out first.
+  if (gloo_message.find("Timed out") != std::string::npos || gloo_message.find("timed out") != std::string::npos ||
+      gloo_message.find("Application timeout") != std::string::npos)
     return who + " sent nothing for " + seconds(timeout) +
            " (hung, or its schedule does not match this one); the timeout is set by CommOptions::timeout";
   return who + " closed the connection (it died or failed)";

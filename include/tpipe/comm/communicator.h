@@ -6,8 +6,9 @@
 // Communicator (one per peer) posts its data receives as soon as the header arrives, so the data
 // moves while the consumer computes; a send returns at once, and its tensors are released as soon
 // as the peer has taken them. Every wait is bounded by the timeout (counted from when the
-// Communicator starts waiting on that peer's message), and a failure names this rank, the peer
-// and the action.
+// Communicator starts waiting on that peer's message; a send's completion by twice that, so a
+// silent peer is reported by the receive that needed it), and a failure names this rank, the
+// peer and the action.
 #pragma once
 
 #include <ATen/core/Tensor.h>
