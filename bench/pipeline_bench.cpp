@@ -180,9 +180,11 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
 
   for (int i : {3, 4}) {
     std::printf("%s: bubble measured %.1f%%, simulated from the same step's action costs and a message latency of "
-                "%.2f ms: %.1f%%; recording costs %.2f%% of a step\n",
+                "%.2f ms: %.1f%%; the actions of all ranks span %.0f ms of the step's %.0f ms; recording costs %.2f%% "
+                "of a step\n",
                 cs[i].label.c_str(), 100 * report_median(cs[i], "bubble_measured"), report_median(cs[i], "comm_ms"),
-                100 * report_median(cs[i], "bubble_predicted"), 100 * report_median(cs[i], "record_cost"));
+                100 * report_median(cs[i], "bubble_predicted"), report_median(cs[i], "traced_ms"),
+                report_median(cs[i], "step_ms"), 100 * report_median(cs[i], "record_cost"));
   }
   std::printf("\ncompute per action (ms, medians)  serial alone  serial pair  tpipe gpipe  tpipe 1f1b  1f1b / pair\n");
   for (const char* op : {"0F", "1F", "1B", "0B"}) {
@@ -209,7 +211,7 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode, "worker mode: single | serial | pipe | doctor (empty: everything, as a table)");
   app.add_option("--schedule", schedule, "pipe mode: gpipe | 1f1b | naive");
   app.add_option("--dp", dp, "pipe mode: data-parallel replicas");
-  app.add_option("--timeline", timeline, "pipe mode: draw the last recorded step here (SVG)");
+  app.add_option("--timeline", timeline, "pipe mode: draw the last recorded step here (SVG; its Chrome trace beside it, .trace.json)");
   app.add_option("--tpipe", tpipe_cmd, "path of the tpipe command (for `tpipe run`)");
   app.add_option("--python", python, "Python with torch for the peers")->capture_default_str();
   app.add_option("--peers", peers, "the peers script")->capture_default_str();

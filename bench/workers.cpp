@@ -8,6 +8,7 @@
 #include "tpipe/schedule/comm_pass.h"
 #include "tpipe/schedule/generators.h"
 #include "tpipe/schedule/simulator.h"
+#include "tpipe/trace/chrome.h"
 #include "tpipe/trace/svg.h"
 #include "tpipe/util/files.h"
 
@@ -46,7 +47,8 @@ std::map<std::string, double> compute_ms(const tpipe::trace::StepTrace& t) {
 }
 
 // The bubble of the forward/backward part of a recorded step, measured, and the simulator's
-// replay of the same schedule with every action's measured cost and a message latency estimated
+// replay of the same schedule with every action's measured cost (computing, and starting each
+// send) and a message latency estimated
 // from the receives that waited (the data arrived at the end of the wait; the latency is that
 // minus the end of its send). Both span the first forward's start to the last backward's end,
 // which is what the simulator models (the optimizer after it is not part of the bubble).
@@ -62,7 +64,10 @@ std::pair<double, double> bubbles(const tpipe::trace::StepTrace& t, const std::s
       last = std::max(last, e.end_us);
       busy += e.end_us - e.start_us;
     }
-    if (e.action.op == tpipe::Op::SendAct || e.action.op == tpipe::Op::SendGrad) sends[tpipe::to_string(e.action)] = &e;
+    if (e.action.op == tpipe::Op::SendAct || e.action.op == tpipe::Op::SendGrad) {
+      sends[tpipe::to_string(e.action)] = &e;
+      c.by_action[tpipe::to_string(e.action)] = e.end_us - e.start_us;  // starting a send costs too
+    }
   }
   std::vector<double> latency;
   for (const auto& e : t.events) {
@@ -170,7 +175,7 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, 
   nlohmann::json out{{"step_s", step}, {"peak_bytes", peak}, {"reduce_s", reduce}, {"rank", comm->rank()}};
   // Recorded steps, analysed on rank 0 (recording is off in the timed steps above).
   engine.set_recording(true);
-  std::vector<double> measured, predicted, comm_ms, cost;
+  std::vector<double> measured, predicted, comm_ms, cost, traced, stepped;
   std::map<std::string, std::vector<double>> ops;
   const double event_s = comm->rank() == 0 ? per_event_cost() : 0.0;
   for (int i = 0; i < 3; ++i) {
@@ -183,6 +188,8 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, 
     predicted.push_back(p);
     comm_ms.push_back(c);
     cost.push_back((r.gather_seconds + static_cast<double>(t.events.size()) * event_s) / step);
+    traced.push_back((t.end_us() - t.start_us()) / 1000);
+    stepped.push_back((r.step_seconds - r.gather_seconds) * 1000);
     for (const auto& [k, v] : compute_ms(t)) ops[k].push_back(v);
   }
   if (comm->rank() == 0) {
@@ -190,12 +197,16 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, 
     out["bubble_predicted"] = median(predicted);
     out["comm_ms"] = median(comm_ms);
     out["record_cost"] = median(cost);
+    out["traced_ms"] = median(traced);   // first action's start to last action's end, any rank
+    out["step_ms"] = median(stepped);    // rank 0's train_batch, without the trace gather
     nlohmann::json j;
     for (auto& [k, v] : ops) j[k] = median(v);
     out["compute_ms"] = j;
-    if (!timeline.empty())
+    if (!timeline.empty()) {
       tpipe::write_file_atomic(timeline, tpipe::trace::render_timeline_svg(
                                              engine.last_trace(), {"W1 · tpipe " + schedule + " · measured"}));
+      tpipe::trace::write_chrome_trace(timeline + ".trace.json", {engine.last_trace()});
+    }
   }
   return out;
 }
