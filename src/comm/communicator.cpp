@@ -93,7 +93,6 @@ Communicator::~Communicator() {
   // leave); only then the buffers of sends and receives it might still have touched.
   impl_->stopper.stop();
   impl_->recv_lanes.clear();
-  impl_->post_lanes.clear();  // may still queue completions: before the send lanes go
   impl_->send_lanes.clear();
   impl_->world_group.reset();
   impl_->pg.reset();

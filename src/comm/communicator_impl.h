@@ -53,7 +53,6 @@ using Channel = std::tuple<int, wire::Kind, int>;
 // A send in flight: its tensors are held until the peer has taken them.
 struct PendingSend {
   std::vector<std::vector<at::Tensor>> tensors;  // header, then each data tensor
-  std::vector<int> tags;
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   int dst;
   Where where;
@@ -71,10 +70,9 @@ struct Communicator::Impl {
   std::unique_ptr<Group> world_group;
   std::map<std::string, int> groups_named;  // how many groups of each name this rank created
 
-  // Point-to-point progress, per peer: a lane for receives, one that posts sends and one that
-  // waits for them to complete (see lane.h).
+  // Point-to-point progress: one lane per peer for receives, one for sends (see lane.h).
   detail::Stopper stopper;
-  std::map<int, std::unique_ptr<detail::Lane>> recv_lanes, post_lanes, send_lanes;
+  std::map<int, std::unique_ptr<detail::Lane>> recv_lanes, send_lanes;
   std::mutex sends_mu;  // guards what the send lanes share with the engine's thread
   std::set<std::shared_ptr<detail::PendingSend>> in_flight;
   std::string send_error;  // the first failed send, with its prefix
@@ -113,7 +111,6 @@ struct Communicator::Impl {
   }
 
   void fetch(PendingRecv& r);
-  bool start(const std::shared_ptr<detail::PendingSend>& s);
   void complete(const std::shared_ptr<detail::PendingSend>& s);
 
   std::unique_ptr<Group> make_group(const std::string& name, const std::vector<int>& ranks,

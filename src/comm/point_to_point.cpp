@@ -98,12 +98,12 @@ void Communicator::send(const Payload& p, int dst, wire::Kind kind, int mb, int 
   auto s = std::make_shared<detail::PendingSend>();
   s->dst = dst;
   s->where = where;
-  auto add = [&](at::Tensor t, int tag) {
+  auto post = [&](at::Tensor t, int tag) {
     s->tensors.push_back({std::move(t)});
-    s->tags.push_back(tag);
+    s->works.push_back(impl_->pg->send(s->tensors.back(), dst, tag));
   };
   const at::Tensor header = wire::encode(wire::describe(p, kind, mb, sender_stage));
-  add(header, wire::header_tag(kind, mb));
+  post(header, wire::header_tag(kind, mb));
   // What the receiver predicted: this channel's last header. When the shapes changed, its
   // predicted receives get stand-ins of the old shapes and the data goes on the other tags.
   at::Tensor* last = nullptr;
@@ -112,37 +112,16 @@ void Communicator::send(const Payload& p, int dst, wire::Kind kind, int mb, int 
   if (last && last->defined() && !as_predicted) {
     const Payload stand_ins = wire::allocate(wire::decode(*last));
     for (std::size_t i = 0; i < stand_ins.size(); ++i)
-      if (stand_ins[i].defined()) add(stand_ins[i], wire::data_tag(kind, mb, static_cast<int>(i), true));
+      if (stand_ins[i].defined()) post(stand_ins[i], wire::data_tag(kind, mb, static_cast<int>(i), true));
   }
   for (std::size_t i = 0; i < p.size(); ++i)
-    if (p[i].defined()) add(p[i].detach().contiguous(), wire::data_tag(kind, mb, static_cast<int>(i), as_predicted));
+    if (p[i].defined()) post(p[i].detach().contiguous(), wire::data_tag(kind, mb, static_cast<int>(i), as_predicted));
   if (last) *last = header;
   {
     std::lock_guard<std::mutex> lock(impl_->sends_mu);
     impl_->in_flight.insert(s);
   }
-  // Handing the tensors to Gloo (which writes them out at once when the receive is posted) is
-  // the posting lane's work, not the engine's; waiting for the peer to take them, the send lane's.
-  detail::Lane& sending = impl_->lane(impl_->send_lanes, dst);
-  impl_->lane(impl_->post_lanes, dst).post([impl = impl_.get(), s, &sending] {
-    if (impl->start(s)) sending.post([impl, s] { impl->complete(s); });
-  });
-}
-
-// On the peer's posting lane: hands the tensors to Gloo; false (and the error kept) if it cannot.
-bool Communicator::Impl::start(const std::shared_ptr<detail::PendingSend>& s) {
-  try {
-    if (stopper.stopping()) throw CommError("this rank's Communicator is closing");
-    for (std::size_t i = 0; i < s->tensors.size(); ++i)
-      s->works.push_back(pg->send(s->tensors[i], s->dst, s->tags[i]));
-    return true;
-  } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(sends_mu);
-    if (send_error.empty())
-      send_error = s->where.prefix() + "sending to rank " + std::to_string(s->dst) + " failed: " + e.what();
-    in_flight.erase(s);
-    return false;
-  }
+  impl_->lane(impl_->send_lanes, dst).post([impl = impl_.get(), s] { impl->complete(s); });
 }
 
 // On the peer's send lane: once the peer has taken every tensor, they are released.
@@ -161,7 +140,6 @@ void Communicator::Impl::complete(const std::shared_ptr<detail::PendingSend>& s)
 }
 
 void Communicator::wait_sends() {
-  for (auto& [peer, lane] : impl_->post_lanes) lane->drain();  // before their completions are queued
   for (auto& [peer, lane] : impl_->send_lanes) lane->drain();
   std::lock_guard<std::mutex> lock(impl_->sends_mu);
   if (!impl_->send_error.empty()) throw CommError(impl_->send_error);
