@@ -44,7 +44,7 @@ int doctor_main(int argc, char** argv) {
   bool json = false;
   app.add_option("--ranks", ranks, "Local ranks to tune for")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--gemm", gemm_n, "Matrix size of the GEMM measurement")->capture_default_str()->check(
-      CLI::Range(16, 8192));
+      CLI::Range(16, 4096));
   app.add_flag("--json", json, "Print one JSON object");
   app.add_option("--gemm-only", gemm_only, "(internal) print the GEMM rate of size N and exit")->group("");
   try {

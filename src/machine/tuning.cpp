@@ -101,7 +101,8 @@ RankTuning choose_rank_tuning(const MachineFacts& facts, int local_ranks,
   if (!env.count("OMP_NUM_THREADS")) t.set.emplace_back("OMP_NUM_THREADS", std::to_string(share));
   if (!env.count("OPENBLAS_NUM_THREADS") && !omp) t.set.emplace_back("OPENBLAS_NUM_THREADS", std::to_string(share));
   t.threads_per_rank = omp ? omp : share;
-  const std::string split = std::to_string(cores) + " cores / " + std::to_string(ranks) + " local ranks";
+  const std::string split = std::to_string(cores) + (cores == 1 ? " core / " : " cores / ") + std::to_string(ranks) +
+                            (ranks == 1 ? " local rank" : " local ranks");
   if (!omp && !ob) {
     threads = std::to_string(share) + " thread" + (share > 1 ? "s" : "") + " per rank (" + split + ")";
   } else {
