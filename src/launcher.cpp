@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -202,9 +203,16 @@ class Job {
     // A rank in its own process group that reads the terminal would be stopped (SIGTTIN) and hang
     // the job; it reads /dev/null instead. Any other stdin (a pipe, a file) is passed on.
     const int null_in = isatty(STDIN_FILENO) ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    const bool bind = local < static_cast<int>(o_.cpus.size()) && !o_.cpus[local].empty();
+    if (bind)
+      for (int c : o_.cpus[local])
+        if (c >= 0 && c < CPU_SETSIZE) CPU_SET(c, &cpus);
     const pid_t pid = fork();
     if (pid == 0) {
       setpgid(0, 0);
+      if (bind) sched_setaffinity(0, sizeof cpus, &cpus);  // best effort: a refusal leaves it unbound
       signals_.restore();
       if (null_in >= 0) dup2(null_in, STDIN_FILENO);
       dup2(out[1], STDOUT_FILENO);

@@ -49,6 +49,7 @@ int run_main(int argc, char** argv) {
   // The BLAS kernel and threads of the ranks, unless the user set them; one line says what and why.
   const RankTuning tuning = tune_local_ranks(options.nproc);
   options.env = tuning.set;
+  options.cpus = tuning.cpus;
   if (options.nproc >= 1 && !options.command.empty()) std::cerr << "tpipe run: " << tuning.line << std::endl;
   const LaunchResult result = launch(options, [](const std::string& line, bool is_stderr) {
     (is_stderr ? std::cerr : std::cout) << line << std::endl;

@@ -142,6 +142,7 @@ int train_main(int argc, char** argv) {
   lo.nproc = c.stages * c.dp;
   const RankTuning tuning = tune_local_ranks(lo.nproc);
   lo.env = tuning.set;
+  lo.cpus = tuning.cpus;
   lo.command = {"/proc/self/exe", "train", "--worker", to_json(c).dump()};
   std::printf("tpipe train: GPT %d blocks x %d wide, %d stages x %d replicas, %s, %d micro-batches of %d x %d "
               "characters, %d steps\n",

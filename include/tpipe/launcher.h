@@ -23,6 +23,8 @@ struct LaunchOptions {
   std::vector<std::string> command;     // PROGRAM ARGS...
   // Further variables for every rank (e.g. tune_local_ranks()'s choice), replacing inherited ones.
   std::vector<std::pair<std::string, std::string>> env;
+  // Per local rank, the CPUs it is bound to (sched_setaffinity before exec); empty: not bound.
+  std::vector<std::vector<int>> cpus;
   std::chrono::milliseconds grace{5000};  // SIGTERM -> SIGKILL delay when stopping the others
 };
 

@@ -33,11 +33,14 @@ std::set<std::string> read_cpu_flags() {
   return flags;
 }
 
-int usable_cores() {
+// The CPUs this process may run on, in id order (empty when the affinity cannot be read).
+std::vector<int> usable_cpus() {
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-  const unsigned n = std::thread::hardware_concurrency();
-  return n > 0 ? static_cast<int>(n) : 1;
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
 }
 
 }  // namespace
@@ -45,7 +48,9 @@ int usable_cores() {
 MachineFacts read_machine_facts() {
   MachineFacts f;
   f.cpu_flags = read_cpu_flags();
-  f.cores = usable_cores();
+  f.cpus = usable_cpus();
+  const unsigned n = std::thread::hardware_concurrency();
+  f.cores = !f.cpus.empty() ? static_cast<int>(f.cpus.size()) : n > 0 ? static_cast<int>(n) : 1;
 #ifdef __GLIBC__
   f.glibc = true;
 #else

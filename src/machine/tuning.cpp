@@ -123,7 +123,21 @@ RankTuning choose_rank_tuning(const MachineFacts& facts, int local_ranks,
       malloc_note = "; malloc keeps freed memory (GLIBC_TUNABLES mmap 32 MiB, trim 256 MiB)";
     }
   }
-  t.line = kernel + "; " + threads + malloc_note;
+  // Binding: consecutive blocks of the allowed CPUs, as many per rank as it has threads, when
+  // they fit; never when the user said none or the threads would not fit.
+  std::string bind_note;
+  auto bind = env.find("TPIPE_CPU_BIND");
+  const bool bind_off = bind != env.end() && (bind->second == "none" || bind->second == "0");
+  const int per_rank = t.threads_per_rank;
+  if (bind_off) {
+    bind_note = "; ranks not bound to cores (TPIPE_CPU_BIND=" + bind->second + ")";
+  } else if (!facts.cpus.empty() && static_cast<std::size_t>(ranks) * per_rank <= facts.cpus.size()) {
+    for (int r = 0; r < ranks; ++r)
+      t.cpus.emplace_back(facts.cpus.begin() + r * per_rank, facts.cpus.begin() + (r + 1) * per_rank);
+    bind_note = "; each rank bound to " + std::to_string(per_rank) + (per_rank == 1 ? " core" : " cores") +
+                " of its own";
+  }
+  t.line = kernel + "; " + threads + malloc_note + bind_note;
   return t;
 }
 

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -26,7 +28,7 @@ Output tpipe(const std::string& env, const std::string& args) {
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
 }
 
-const char* kClean = "-u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS -u OPENBLAS_CORETYPE -u GLIBC_TUNABLES";
+const char* kClean = "-u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS -u OPENBLAS_CORETYPE -u GLIBC_TUNABLES -u TPIPE_CPU_BIND";
 const char* kShow = "run -n 2 -- sh -c 'echo \"omp=$OMP_NUM_THREADS ob=$OPENBLAS_NUM_THREADS tun=$GLIBC_TUNABLES\"'";
 
 int cores() {
@@ -45,6 +47,32 @@ TEST(TuningCli, RunGivesEachRankItsShareOfTheCoresAndSaysWhy) {
   EXPECT_NE(out.text.find("tpipe run: "), std::string::npos) << out.text;
   EXPECT_NE(out.text.find("per rank (" + std::to_string(cores()) + " cores / 2 local ranks)"), std::string::npos)
       << out.text;
+}
+
+// Each rank sees only its own core (when there are as many cores as ranks), unless the user says no.
+TEST(TuningCli, RunBindsEachRankToCoresOfItsOwn) {
+  if (cores() < 2) GTEST_SKIP() << "needs 2 cores to give 2 ranks one each; this machine has " << cores();
+  const std::string show = "run -n 2 -- sh -c 'echo cpus=$(grep Cpus_allowed_list /proc/self/status | cut -f2)'";
+  const auto out = tpipe(kClean, show);
+  ASSERT_EQ(out.status, 0) << out.text;
+  cpu_set_t set;
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  std::vector<int> ids;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) ids.push_back(c);
+  const int share = cores() / 2;
+  auto range = [&](int r) {
+    const int a = ids[r * share], b = ids[r * share + share - 1];
+    return a == b ? std::to_string(a) : std::to_string(a) + "-" + std::to_string(b);
+  };
+  if (ids[share - 1] - ids[0] == share - 1 && ids[2 * share - 1] - ids[share] == share - 1) {  // contiguous ids
+    EXPECT_NE(out.text.find("[rank 0] cpus=" + range(0) + "\n"), std::string::npos) << out.text;
+    EXPECT_NE(out.text.find("[rank 1] cpus=" + range(1) + "\n"), std::string::npos) << out.text;
+  }
+  const auto off = tpipe(std::string(kClean) + " TPIPE_CPU_BIND=none", show);
+  const std::string mine = "[rank 0] cpus=" + std::to_string(ids.front()) + "-" + std::to_string(ids.back()) + "\n";
+  if (ids.back() - ids.front() + 1 == static_cast<int>(ids.size()))
+    EXPECT_NE(off.text.find(mine), std::string::npos) << off.text;
 }
 
 TEST(TuningCli, RunNeverOverridesWhatTheUserSet) {

@@ -11,8 +11,15 @@ const std::set<std::string> kAvx512 = {"sse3", "avx", "avx2", "fma", "avx512f", 
                                        "avx512bw", "avx512dq", "avx512vl", "avx512_bf16"};
 const std::set<std::string> kAvx2 = {"pni", "avx", "avx2", "fma"};
 
+// Facts without CPU ids (no binding) and without glibc: those have tests of their own below.
 MachineFacts facts(std::set<std::string> flags, int cores, std::string corename, bool openblas = true) {
-  return MachineFacts{std::move(flags), cores, openblas, std::move(corename), false};
+  MachineFacts f;
+  f.cpu_flags = std::move(flags);
+  f.cores = cores;
+  f.openblas = openblas;
+  f.blas_corename = std::move(corename);
+  f.glibc = false;
+  return f;
 }
 
 // The variables chosen (facts() says the malloc is not glibc's: GLIBC_TUNABLES has a test of its own).
@@ -115,6 +122,26 @@ TEST(Tuning, GlibcMallocKeepsFreedMemoryUnlessTheUserSaidOtherwise) {
   // Not glibc: nothing.
   f.glibc = false;
   EXPECT_EQ(as_map(choose_rank_tuning(f, 2, {})).count("GLIBC_TUNABLES"), 0u);
+}
+
+TEST(Tuning, EachRankIsBoundToCoresOfItsOwnWhenTheyFit) {
+  auto f = facts(kAvx512, 4, "SkylakeX");
+  f.cpus = {0, 1, 4, 5};  // e.g. started under taskset -c 0,1,4,5
+  const RankTuning two = choose_rank_tuning(f, 2, {});
+  EXPECT_EQ(two.cpus, (std::vector<std::vector<int>>{{0, 1}, {4, 5}}));
+  EXPECT_NE(two.line.find("; each rank bound to 2 cores of its own"), std::string::npos) << two.line;
+  EXPECT_EQ(choose_rank_tuning(f, 4, {}).cpus, (std::vector<std::vector<int>>{{0}, {1}, {4}, {5}}));
+  // More ranks than cores, or the user's threads do not fit: nobody is bound.
+  EXPECT_TRUE(choose_rank_tuning(f, 5, {}).cpus.empty());
+  EXPECT_TRUE(choose_rank_tuning(f, 2, {{"OMP_NUM_THREADS", "3"}}).cpus.empty());
+  EXPECT_EQ(choose_rank_tuning(f, 2, {{"OMP_NUM_THREADS", "2"}}).cpus.size(), 2u);
+  // The user can say no.
+  const RankTuning off = choose_rank_tuning(f, 2, {{"TPIPE_CPU_BIND", "none"}});
+  EXPECT_TRUE(off.cpus.empty());
+  EXPECT_NE(off.line.find("ranks not bound to cores (TPIPE_CPU_BIND=none)"), std::string::npos) << off.line;
+  // Unknown CPU ids: no binding.
+  f.cpus.clear();
+  EXPECT_TRUE(choose_rank_tuning(f, 2, {}).cpus.empty());
 }
 
 TEST(Tuning, OversubscriptionByTheUserIsSaid) {

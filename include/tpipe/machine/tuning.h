@@ -11,11 +11,16 @@
 //     micro-batch pays page faults for its multi-MiB temporaries (measured: a rank's backward
 //     1.6-2x slower than the same work in one process). Fixed mmap and trim thresholds make it
 //     reuse its heap; both must be set (either alone is worse than neither).
+//   - Left to the scheduler, ranks and their helper threads (Gloo's, the Communicator's) wander
+//     over all cores and wake each other's; each rank bound to cores of its own computes more
+//     evenly and hears its messages sooner (measured on a 2-core VM: message latency 0.15-0.23
+//     -> 0.07 ms, steps 3-5 % faster). TPIPE_CPU_BIND=none leaves the scheduler alone.
 // A variable the user set is never overridden: the choice only fills in what is unset.
 #pragma once
 
 #include <map>
 #include <set>
+#include <vector>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +45,7 @@ std::string openblas_core_for(IsaLevel level);
 struct MachineFacts {
   std::set<std::string> cpu_flags;
   int cores = 1;                 // usable by this process (affinity), >= 1
+  std::vector<int> cpus;         // their ids (empty: unknown, no binding)
   bool openblas = false;         // the BLAS in use is OpenBLAS
   std::string blas_corename;     // OpenBLAS's kernel, as openblas_get_corename() says
   bool glibc = true;             // malloc is glibc's (GLIBC_TUNABLES applies)
@@ -52,6 +58,7 @@ constexpr const char* kMallocTunables = "glibc.malloc.mmap_threshold=33554432:gl
 struct RankTuning {
   std::vector<std::pair<std::string, std::string>> set;  // variables to set in every rank
   int threads_per_rank = 1;      // what the ranks will run with (chosen or the user's)
+  std::vector<std::vector<int>> cpus;  // per local rank, the CPUs it is bound to (empty: none)
   std::string line;              // one line saying what was chosen and why
 };
 
