@@ -52,7 +52,7 @@ DoctorReport examine_machine(int gemm_n) {
 
 std::string summary_line(const DoctorReport& r) {
   std::string s = "BLAS " + blas_name(r) + ", CPU " + to_string(cpu_isa_level(r.facts.cpu_flags)) + ", " +
-                  std::to_string(r.facts.cores) + " cores, " + std::to_string(r.intra_op_threads) + " intra-op thread" +
+                  std::to_string(r.facts.cores) + (r.facts.cores == 1 ? " core, " : " cores, ") + std::to_string(r.intra_op_threads) + " intra-op thread" +
                   (r.intra_op_threads == 1 ? "" : "s");
   if (r.gemm_gflops > 0)
     s += ", " + std::to_string(r.gemm_n) + "^3 GEMM " + fixed(r.gemm_gflops, 0) + " GFLOP/s";
