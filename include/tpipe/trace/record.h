@@ -21,7 +21,7 @@ struct Event {
   double start_us = 0;
   double end_us = 0;
   std::int64_t bytes = 0;        // payload bytes sent or received (SEND / RECV)
-  std::int64_t stash_bytes = 0;  // the stage's stashed activation bytes after the action
+  std::int64_t stash_bytes = 0;  // activation bytes the rank holds after the action (stash and sends)
   int peer = -1;                 // the other rank of a message
 };
 
