@@ -110,6 +110,8 @@ struct Communicator::Impl {
     return ok && !stopper.stopping();
   }
 
+  // Posts a receive for each defined tensor of `into`, on r's predicted or other data tags.
+  std::vector<c10::intrusive_ptr<c10d::Work>> post_data_recvs(Payload& into, const PendingRecv& r, bool predicted);
   void fetch(PendingRecv& r);
   void complete(const std::shared_ptr<detail::PendingSend>& s);
 

@@ -19,14 +19,21 @@ std::shared_ptr<Communicator::PendingRecv> Communicator::post_recv(int src, wire
   }
   if (r->predicted_header.defined()) {
     r->predicted = wire::allocate(wire::decode(r->predicted_header));
-    for (std::size_t i = 0; i < r->predicted.size(); ++i) {
-      if (!r->predicted[i].defined()) continue;
-      std::vector<at::Tensor> one{r->predicted[i]};
-      r->predicted_works.push_back(impl_->pg->recv(one, src, wire::data_tag(kind, mb, static_cast<int>(i), true)));
-    }
+    r->predicted_works = impl_->post_data_recvs(r->predicted, *r, true);
   }
   impl_->lane(impl_->recv_lanes, src).post([impl = impl_.get(), r] { impl->fetch(*r); });
   return r;
+}
+
+std::vector<c10::intrusive_ptr<c10d::Work>> Communicator::Impl::post_data_recvs(Payload& into, const PendingRecv& r,
+                                                                                bool predicted) {
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (std::size_t i = 0; i < into.size(); ++i) {
+    if (!into[i].defined()) continue;
+    std::vector<at::Tensor> one{into[i]};
+    works.push_back(pg->recv(one, r.src, wire::data_tag(r.kind, r.mb, static_cast<int>(i), predicted)));
+  }
+  return works;
 }
 
 // On the peer's receive lane: the header, then the data. Predicted data receives are always
@@ -52,13 +59,7 @@ void Communicator::Impl::fetch(PendingRecv& r) {
         p = std::move(r.predicted);
       } else {
         p = wire::allocate(h);
-        std::vector<c10::intrusive_ptr<c10d::Work>> works;
-        for (std::size_t i = 0; i < p.size(); ++i) {
-          if (!p[i].defined()) continue;
-          std::vector<at::Tensor> one{p[i]};
-          works.push_back(pg->recv(one, r.src, wire::data_tag(r.kind, r.mb, static_cast<int>(i), false)));
-        }
-        for (auto& w : works) ok = ok && lane_wait(*w, timeout);
+        for (auto& w : post_data_recvs(p, r, false)) ok = ok && lane_wait(*w, timeout);
       }
       if (ok && detail::predictable(r.kind)) {
         std::lock_guard<std::mutex> lock(recv_last_mu);
