@@ -9,6 +9,7 @@ packages=(
   libtorch-dev libgloo-dev libopenblas0   # LibTorch + c10d Gloo headers + fast BLAS
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
+  libssl-dev                               # SHA-256 of checkpoint files (libcrypto)
   librsvg2-bin                             # rsvg-convert, to check SVG output
   bible-kjv                                # corpus for the main job
 )

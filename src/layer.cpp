@@ -19,6 +19,12 @@ class ModuleLayer : public Layer {
       for (const auto& item : module_->named_parameters()) out.emplace_back(item.key(), item.value());
     return out;
   }
+  std::vector<std::pair<std::string, at::Tensor>> named_buffers() const override {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    if (module_)
+      for (const auto& item : module_->named_buffers()) out.emplace_back(item.key(), item.value());
+    return out;
+  }
   void train(bool on) override {
     if (module_) module_->train(on);
   }

@@ -98,6 +98,14 @@ std::vector<std::pair<std::string, at::Tensor>> Stage::named_parameters() const 
   return out;
 }
 
+std::vector<std::pair<std::string, const Layer*>> Stage::named_modules() const {
+  std::vector<std::pair<std::string, const Layer*>> out;
+  std::set<std::string> seen;
+  for (std::size_t i = 0; i < layers_.size(); ++i)
+    if (seen.insert(names_[i]).second) out.emplace_back(names_[i], layers_[i].get());
+  return out;
+}
+
 std::vector<at::Tensor> Stage::parameters() const {
   std::vector<at::Tensor> out;
   for (auto& [name, t] : named_parameters()) out.push_back(t);

@@ -33,8 +33,19 @@ namespace tpipe {
 
 // The mean loss of one micro-batch (outputs of the last stage against its targets).
 using LossFn = std::function<at::Tensor(const Payload& outputs, const Payload& targets)>;
+// The parameters of this rank's stage by name ("block0.attn.qkv.weight", a tied weight under its
+// key), so a factory can put them in groups (no weight decay on biases, say); a factory that needs
+// no names takes them as std::vector<at::Tensor>.
+struct NamedParameters : std::vector<std::pair<std::string, at::Tensor>> {
+  using std::vector<std::pair<std::string, at::Tensor>>::vector;
+  operator std::vector<at::Tensor>() const {
+    std::vector<at::Tensor> out;
+    for (const auto& item : *this) out.push_back(item.second);
+    return out;
+  }
+};
 // Any torch::optim optimizer over the parameters of this rank's stage.
-using OptimizerFactory = std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<at::Tensor> params)>;
+using OptimizerFactory = std::function<std::unique_ptr<torch::optim::Optimizer>(NamedParameters params)>;
 
 struct EngineOptions {
   std::string schedule = "1f1b";       // naive | gpipe | 1f1b
@@ -64,6 +75,18 @@ struct StepResult {
                                            // compute did not hide (starting and waiting for them)
   double step_seconds = 0;                 // wall time of train_batch on this rank
   double gather_seconds = 0;               // recording: sending the step's events to rank 0
+};
+
+// A checkpoint written by save or read by load.
+struct CheckpointInfo {
+  std::string path;           // the checkpoint directory, <root>/step-000600
+  std::int64_t step = 0;      // training steps taken when it was saved
+  int pp = 1, dp = 1;         // the layout at save time
+  std::vector<int> partition;  // layers per stage at save time
+  std::string schedule;
+  int microbatches = 0;
+  std::string extra = "{}";   // the JSON text given to save
+  bool rng_restored = false;  // load: every rank's CPU generator state was restored (same pp and dp)
 };
 
 struct EvalResult {
@@ -96,6 +119,26 @@ class PipelineEngine {
   // Switches recording on or off between steps (collective: every rank calls it together; the
   // first switch-on aligns the clocks).
   void set_recording(bool on);
+
+  // Collective: every rank calls it between steps. Writes <root>/step-NNNNNN (NNNNNN = step()):
+  // one file per layer (a tied weight once, by its key) with its parameters and buffers, the
+  // optimizer state beside it, each rank's CPU generator state, and a manifest with checksums.
+  // Replica 0 writes the layers; the directory appears complete or not at all, then
+  // <root>/latest names it. `extra_json` (JSON text, rank 0's) is the program's own state: step,
+  // data position, configuration. On failure every rank throws, the previous checkpoints are
+  // intact, and the engine stays usable.
+  CheckpointInfo save(const std::string& root, const std::string& extra_json = "{}");
+
+  // Collective. Loads a checkpoint saved at any (pp, dp, partition) of the same model: `path` is
+  // a checkpoint directory or a root (its `latest`, else its newest complete checkpoint). Every
+  // rank reads only the layers it holds. Manifest, format version, layer names, shapes, dtypes
+  // and checksums are all checked before anything changes; on a mismatch every rank throws one
+  // ConfigError naming the file and what differs, and the model is untouched. Afterwards step()
+  // is the checkpoint's step.
+  CheckpointInfo load(const std::string& path);
+
+  // Training steps taken (train_batch calls, counting those of a loaded checkpoint).
+  std::int64_t step() const;
 
   // Throws Error naming the key and the copies if the copies of a tied weight differ bitwise.
   void audit_ties();

@@ -23,6 +23,9 @@ class Layer {
   virtual Payload forward(const Payload& input) = 0;
   // Parameters in a stable order with names local to the layer ("weight", "0.bias").
   virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() const = 0;
+  // State that is not trained but belongs to the model (running statistics, ...): checkpoints
+  // keep it beside the parameters.
+  virtual std::vector<std::pair<std::string, at::Tensor>> named_buffers() const { return {}; }
   virtual void train(bool on) = 0;
 };
 

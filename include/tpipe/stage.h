@@ -39,6 +39,8 @@ class Stage {
   // gives tied layers their key, so every copy of a tied weight has the same name).
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   std::vector<at::Tensor> parameters() const;
+  // Each module once, in layer order: (layer name, or the key of a tied weight; its layer).
+  std::vector<std::pair<std::string, const Layer*>> named_modules() const;
   void train(bool on);
 
   std::int64_t stashed_bytes() const { return stashed_bytes_; }

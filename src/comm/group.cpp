@@ -1,6 +1,9 @@
 // Collective groups over c10d process groups (see group.h).
 #include "tpipe/comm/group.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "group_impl.h"
 
 namespace tpipe {
@@ -55,6 +58,21 @@ std::vector<std::int64_t> Group::all_gather(std::int64_t value, const std::strin
   std::vector<std::int64_t> values;
   for (auto& t : out[0]) values.push_back(t.item<std::int64_t>());
   return values;
+}
+
+// Lengths first, then every member's bytes in a zero-filled [size, longest] tensor that each
+// member fills its own row of: a sum then is a gather.
+std::vector<std::string> Group::all_gather_text(const std::string& text, const std::string& what) {
+  if (!impl_->pg) return {text};
+  const auto lengths = all_gather(static_cast<std::int64_t>(text.size()), what);
+  const std::int64_t longest = std::max<std::int64_t>(1, *std::max_element(lengths.begin(), lengths.end()));
+  std::vector<at::Tensor> rows{at::zeros({size(), longest}, at::kByte)};
+  if (!text.empty()) std::memcpy(rows[0][index()].data_ptr(), text.data(), text.size());
+  all_reduce_sum(rows, what);
+  std::vector<std::string> out;
+  for (int i = 0; i < size(); ++i)
+    out.emplace_back(static_cast<const char*>(rows[0][i].data_ptr()), static_cast<std::size_t>(lengths[i]));
+  return out;
 }
 
 }  // namespace tpipe

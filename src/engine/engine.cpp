@@ -45,7 +45,8 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
   I.partition = partition_from_string(I.opts.partition, static_cast<int>(layers.size()), p);
   I.loss_fn = std::move(loss);
 
-  const auto ties = tie_stages(layers, I.partition);
+  const auto& ties = I.ties = tie_stages(layers, I.partition);
+  for (const auto& l : layers) I.model_layers.push_back({l.name, l.tied ? l.tied->key : ""});
   std::vector<std::vector<int>> tied_groups;
   for (const auto& [key, stages] : ties)
     if (stages.size() > 1) tied_groups.push_back(stages);
@@ -95,8 +96,8 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
   I.reducer = std::make_unique<GradReducer>(std::move(tied), std::move(untied), I.dp_group.get());
   I.reducer->broadcast_initial();
 
-  auto params = I.stage->parameters();
-  if (!params.empty() && optimizer) I.optimizer = optimizer(params);
+  const auto named = I.stage->named_parameters();
+  if (!named.empty() && optimizer) I.optimizer = optimizer(NamedParameters(named.begin(), named.end()));
   if (I.opts.record) I.recorder.sync_clocks(comm);
 }
 
@@ -171,6 +172,7 @@ void PipelineEngine::set_recording(bool on) {
 
 const trace::StepTrace& PipelineEngine::last_trace() const { return impl_->last_trace; }
 
+std::int64_t PipelineEngine::step() const { return impl_->steps_done; }
 int PipelineEngine::stage() const { return impl_->stage->index(); }
 int PipelineEngine::replica() const { return impl_->replica; }
 int PipelineEngine::num_stages() const { return impl_->topo.pp(); }

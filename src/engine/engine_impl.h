@@ -11,6 +11,7 @@
 
 #include "recorder.h"
 #include "reducer.h"
+#include "tpipe/checkpoint/manifest.h"
 #include "tpipe/engine.h"
 #include "tpipe/stage.h"
 #include "tpipe/topology.h"
@@ -24,6 +25,8 @@ struct PipelineEngine::Impl {
   Topology topo{1, 1};
   int replica = 0;
   Partition partition;
+  std::vector<checkpoint::LayerEntry> model_layers;  // every layer of the model, for checkpoints
+  std::map<std::string, std::vector<int>> ties;      // tie key -> the stages holding it
   Schedule train_schedule;
   Schedule eval_schedule;
   std::unique_ptr<Stage> stage;

@@ -29,7 +29,7 @@ Trace reference_run(const ModelDef& model, int batch, int steps) {
   }
   std::vector<at::Tensor> params;
   for (auto& [n, t] : named) params.push_back(t);
-  auto opt = model.optimizer(params);
+  auto opt = model.optimizer(NamedParameters(named.begin(), named.end()));
   Trace tr;
   for (int step = 0; step < steps; ++step) {
     opt->zero_grad();

@@ -44,6 +44,7 @@ class Group {
   void broadcast(std::vector<at::Tensor>& tensors, int root_index, const std::string& what);
   // Every member's value, in group order.
   std::vector<std::int64_t> all_gather(std::int64_t value, const std::string& what);
+  std::vector<std::string> all_gather_text(const std::string& text, const std::string& what);
 
  private:
   std::unique_ptr<Impl> impl_;
