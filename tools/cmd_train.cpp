@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "commands.h"
 #include "progress.h"
@@ -23,6 +24,7 @@ namespace {
 constexpr const char* kProgress = "[rank 0] PROGRESS ";
 constexpr const char* kSummary = "[rank 0] SUMMARY ";
 constexpr const char* kDoctor = "[rank 0] DOCTOR ";
+constexpr const char* kNote = "[rank 0] NOTE ";
 
 int run_worker(const std::string& config_json) {
   TrainConfig c;
@@ -37,33 +39,42 @@ int run_worker(const std::string& config_json) {
     std::cout << "DOCTOR " << summary_line(machine) << std::endl;
   }
   auto comm = Communicator::from_env();
-  const TrainSummary s = train_gpt(c, corpus, *comm, [](const TrainProgress& p) {
-    nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", p.loss}, {"tok_s", p.tokens_per_s},
-                     {"elapsed", p.elapsed_s}};
-    if (p.val_loss) j["val"] = *p.val_loss;
-    std::cout << "PROGRESS " << j.dump() << std::endl;
-  });
+  const TrainSummary s = train_gpt(
+      c, corpus, *comm,
+      [](const TrainProgress& p) {
+        nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", p.loss}, {"tok_s", p.tokens_per_s},
+                         {"elapsed", p.elapsed_s}};
+        if (p.val_loss) j["val"] = *p.val_loss;
+        std::cout << "PROGRESS " << j.dump() << std::endl;
+      },
+      [](const std::string& text) {
+        std::istringstream lines(text);
+        for (std::string line; std::getline(lines, line);) std::cout << "NOTE " << line << std::endl;
+      });
   if (comm->rank() == 0) {
     nlohmann::json j{{"val_losses", s.val_losses}, {"unigram", s.unigram_entropy}, {"tok_s", s.tokens_per_s},
                      {"bubble", s.bubble}, {"sample", s.sample}, {"vocab", corpus.vocab_size()},
                      {"flops_per_token", s.flops_per_token}, {"peak_gflops", machine.gemm_gflops},
                      {"kernel", machine.facts.blas_corename},
-                     {"source", corpus.source()}, {"train_tokens", corpus.train_tokens()}};
+                     {"source", corpus.source()}, {"train_tokens", corpus.train_tokens()},
+                     {"last_step", s.last_step}, {"checkpoint", s.checkpoint}};
     std::cout << "SUMMARY " << j.dump() << std::endl;
   }
   return 0;
 }
 
 void print_summary(const nlohmann::json& s, const TrainConfig& c) {
-  std::cout << "\n--- sample (temperature 0.8) ---\n" << s["sample"].get<std::string>() << "\n---\n\n";
+  if (!s["sample"].get<std::string>().empty())
+    std::cout << "\n--- sample (temperature 0.8) ---\n" << s["sample"].get<std::string>() << "\n---\n";
+  std::cout << "\n";
   const auto& val = s["val_losses"];
   std::printf("corpus            %s, %lld training characters, %d symbols\n",
               s["source"].get<std::string>().c_str(), s["train_tokens"].get<long long>(), s["vocab"].get<int>());
   if (!val.empty())
     std::printf("validation loss   %.3f nats (step %d); unigram entropy %.3f nats\n",
                 val.back()[1].get<double>(), val.back()[0].get<int>(), s["unigram"].get<double>());
-  std::printf("throughput        %.0f tokens/s over %d ranks (%d stages x %d replicas)\n", s["tok_s"].get<double>(),
-              c.stages * c.dp, c.stages, c.dp);
+  std::printf("throughput        %.0f tokens/s over %d ranks (%d stages x %d %s)\n", s["tok_s"].get<double>(),
+              c.stages * c.dp, c.stages, c.dp, c.dp == 1 ? "replica" : "replicas");
   const double gflops = s["tok_s"].get<double>() * s["flops_per_token"].get<double>() / 1e9;
   const int ranks = c.stages * c.dp;
   std::printf("compute           %.1f GFLOP/s, %.1f per rank; the measured peak is %.0f GFLOP/s per rank "
@@ -75,6 +86,11 @@ void print_summary(const nlohmann::json& s, const TrainConfig& c) {
   };
   std::printf("files             %s, %s, %s\n", file(c.trace, "trace.json").c_str(),
               file(c.timeline, "timeline.svg").c_str(), file(c.metrics, "metrics.jsonl").c_str());
+  if (!s["checkpoint"].get<std::string>().empty())
+    std::printf("checkpoint        %s\n", s["checkpoint"].get<std::string>().c_str());
+  if (s["last_step"].get<int>() < c.steps)
+    std::printf("stopped after step %d of %d (--stop-after); continue with --resume auto\n",
+                s["last_step"].get<int>(), c.steps);
 }
 
 }  // namespace
@@ -111,7 +127,15 @@ int train_main(int argc, char** argv) {
   opt("--timeline", &TrainConfig::timeline, "SVG timeline file (default OUT/timeline.svg; - for none)");
   opt("--metrics", &TrainConfig::metrics, "JSON-lines metrics file (default OUT/metrics.jsonl; - for none)");
   opt("--eval-every", &TrainConfig::eval_every, "steps between validation losses");
+  opt("--eval-batches", &TrainConfig::eval_batches, "validation batches per evaluation");
   opt("--sample-chars", &TrainConfig::sample_chars, "characters to generate at the end");
+  opt("--checkpoints", &TrainConfig::checkpoints, "checkpoint directory (default: --out; - for none)");
+  opt("--save-every", &TrainConfig::save_every, "also save a checkpoint every K steps (0: only at the end)");
+  opt("--keep", &TrainConfig::keep, "keep the newest N checkpoints (0: all)");
+  opt("--resume", &TrainConfig::resume, "continue from a checkpoint (or its directory); auto: the newest one in "
+                                        "the checkpoint directory, if any");
+  opt("--stop-after", &TrainConfig::stop_after, "end after this step with a checkpoint, as a job with a time limit "
+                                                "must (the schedule stays that of --steps)");
   app.add_option("--config", config_file, "JSON file with the same keys (seq_len, ...); flags override it");
   app.add_option("--worker", worker, "(internal) run one rank with this JSON config")->group("");
   try {
@@ -137,6 +161,7 @@ int train_main(int argc, char** argv) {
     if (o->count() > 0) apply(c);
   check_train_config(c);
   CharCorpus::load(c.data);  // a missing corpus fails here, before any rank starts
+  checkpoint_to_resume(c);   // so does a checkpoint this run cannot continue
 
   LaunchOptions lo;
   lo.nproc = c.stages * c.dp;
@@ -144,10 +169,10 @@ int train_main(int argc, char** argv) {
   lo.env = tuning.set;
   lo.cpus = tuning.cpus;
   lo.command = {"/proc/self/exe", "train", "--worker", to_json(c).dump()};
-  std::printf("tpipe train: GPT %d blocks x %d wide, %d stages x %d replicas, %s, %d micro-batches of %d x %d "
+  std::printf("tpipe train: GPT %d blocks x %d wide, %d stages x %d %s, %s, %d micro-batches of %d x %d "
               "characters, %d steps\n",
-              c.layers, c.dim, c.stages, c.dp, c.schedule.c_str(), c.microbatches, c.microbatch_size, c.seq_len,
-              c.steps);
+              c.layers, c.dim, c.stages, c.dp, c.dp == 1 ? "replica" : "replicas", c.schedule.c_str(),
+              c.microbatches, c.microbatch_size, c.seq_len, c.steps);
   std::printf("ranks: %s\n", tuning.line.c_str());
   std::fflush(stdout);
   ProgressBar bar(isatty(STDOUT_FILENO));
@@ -161,6 +186,9 @@ int train_main(int argc, char** argv) {
     } else if (line.rfind(kDoctor, 0) == 0) {
       bar.done();
       std::cout << "machine: " << line.substr(std::string(kDoctor).size()) << std::endl;
+    } else if (line.rfind(kNote, 0) == 0) {
+      bar.done();
+      std::cout << line.substr(std::string(kNote).size()) << std::endl;
     } else if (line.rfind(kSummary, 0) == 0) {
       summary = nlohmann::json::parse(line.substr(std::string(kSummary).size()));
     } else {

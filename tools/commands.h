@@ -8,5 +8,6 @@ int run_main(int argc, char** argv);       // tpipe run -n N -- PROGRAM ARGS...
 int simulate_main(int argc, char** argv);  // tpipe simulate --schedule S --stages P --microbatches M
 int train_main(int argc, char** argv);     // tpipe train [--stages P --dp D ...]
 int doctor_main(int argc, char** argv);    // tpipe doctor [--ranks N] [--json]
+int checkpoint_main(int argc, char** argv);  // tpipe checkpoint info DIR | export DIR OUT.pt
 
 }  // namespace tpipe::cli

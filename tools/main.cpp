@@ -13,6 +13,7 @@ const char* kUsage =
     "  simulate  plan a schedule:  tpipe simulate --schedule 1f1b --stages 4 --microbatches 8\n"
     "  train     train a small GPT on the King James Bible, pipelined:  tpipe train --stages 2\n"
     "  doctor    the BLAS kernel, threads and GEMM rate a rank gets here:  tpipe doctor --ranks 2\n"
+    "  checkpoint  inspect or export a checkpoint:  tpipe checkpoint info out/train\n"
     "Run `tpipe COMMAND --help` for the options of a command.\n";
 
 }  // namespace
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
     if (cmd == "simulate") return tpipe::cli::simulate_main(argc - 1, argv + 1);
     if (cmd == "train") return tpipe::cli::train_main(argc - 1, argv + 1);
     if (cmd == "doctor") return tpipe::cli::doctor_main(argc - 1, argv + 1);
+    if (cmd == "checkpoint") return tpipe::cli::checkpoint_main(argc - 1, argv + 1);
   } catch (const std::exception& e) {
     std::cerr << "tpipe " << cmd << ": " << e.what() << "\n";
     return 1;

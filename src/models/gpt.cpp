@@ -45,14 +45,20 @@ at::Generator layer_generator(const GptConfig& c, const std::string& name) {
   return at::make_generator<at::CPUGeneratorImpl>(s ^ (s >> 32));
 }
 
-// GPT-2's initialisation, in the order of m.modules() so it is the same on every rank.
+// GPT-2's initialisation, in the order of m.named_modules() so it is the same on every rank. The
+// projections that write into the residual stream (attn.proj, mlp.proj) start smaller, with std
+// 0.02 / sqrt(2 x layers): each block adds two of them to the stream.
 void gpt2_init(torch::nn::Module& m, const GptConfig& c, const std::string& name) {
   m.to(c.dtype);
   torch::NoGradGuard no_grad;
   auto gen = layer_generator(c, name);
-  for (const auto& sub : m.modules()) {
+  const double residual_std = 0.02 / std::sqrt(2.0 * c.layers);
+  for (const auto& item : m.named_modules()) {
+    const auto& sub = item.value();
+    const std::string& path = item.key();
     if (auto* lin = dynamic_cast<torch::nn::LinearImpl*>(sub.get())) {
-      lin->weight.normal_(0, 0.02, gen);
+      const bool residual = path == "attn.proj" || path == "mlp.proj";
+      lin->weight.normal_(0, residual ? residual_std : 0.02, gen);
       if (lin->bias.defined()) lin->bias.zero_();
     } else if (auto* emb = dynamic_cast<torch::nn::EmbeddingImpl*>(sub.get())) {
       emb->weight.normal_(0, 0.02, gen);

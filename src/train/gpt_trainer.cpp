@@ -9,6 +9,8 @@
 #include <cmath>
 #include <fstream>
 
+#include "gpt_checkpoints.h"
+#include "tpipe/checkpoint/directory.h"
 #include "tpipe/engine.h"
 #include "tpipe/models/gpt.h"
 #include "tpipe/partition.h"
@@ -27,11 +29,21 @@ std::string out_file(const TrainConfig& c, const std::string& chosen, const char
   return chosen.empty() ? c.out + "/" + name : chosen;
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c, std::vector<at::Tensor> params) {
+// AdamW decays the matrices of the blocks only: not biases, LayerNorms or the embeddings (wte,
+// which the output projection shares, and pos), as GPT-2 and minGPT train.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c, const NamedParameters& params) {
   if (c.optimizer == "sgd")
     return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(c.lr).momentum(0.9));
   if (c.optimizer == "adam") return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(c.lr));
-  return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(c.lr).weight_decay(0.01));
+  std::vector<at::Tensor> decay, no_decay;
+  for (const auto& [name, p] : params)
+    (p.dim() >= 2 && name != "wte.weight" && name != "pos.weight" ? decay : no_decay).push_back(p);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (auto* g : {&decay, &no_decay})
+    if (!g->empty())
+      groups.emplace_back(*g, std::make_unique<torch::optim::AdamWOptions>(
+                                  torch::optim::AdamWOptions(c.lr).weight_decay(g == &decay ? 0.01 : 0.0)));
+  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(c.lr).weight_decay(0.01));
 }
 
 // Linear warm-up over the first tenth of the run (at most 100 steps), then cosine decay to a
@@ -97,6 +109,10 @@ void check_train_config(const TrainConfig& c) {
   one(c.steps, "--steps");
   one(c.eval_every, "--eval-every");
   one(c.eval_batches, "--eval-batches");
+  require(c.save_every >= 0, "--save-every must be >= 0 (0: only at the end)");
+  require(c.keep >= 0, "--keep must be >= 0 (0: keep every checkpoint)");
+  require(c.stop_after >= 0 && c.stop_after <= c.steps,
+          "--stop-after must be between 0 (off) and --steps " + std::to_string(c.steps));
   make_schedule(c.schedule, c.stages, c.microbatches);  // an unknown name says which ones exist
   GptConfig g = model_config(c, 2);
   check_config(g);
@@ -119,7 +135,9 @@ nlohmann::json to_json(const TrainConfig& c) {
           {"layers", c.layers}, {"dim", c.dim}, {"heads", c.heads}, {"seq_len", c.seq_len}, {"steps", c.steps},
           {"lr", c.lr}, {"optimizer", c.optimizer}, {"clip", c.clip}, {"seed", c.seed}, {"data", c.data},
           {"out", c.out}, {"trace", c.trace}, {"timeline", c.timeline}, {"metrics", c.metrics},
-          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"sample_chars", c.sample_chars}};
+          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"sample_chars", c.sample_chars},
+          {"checkpoints", c.checkpoints}, {"save_every", c.save_every}, {"keep", c.keep}, {"resume", c.resume},
+          {"stop_after", c.stop_after}};
 }
 
 void update_from_json(TrainConfig& c, const nlohmann::json& j) {
@@ -135,6 +153,7 @@ void update_from_json(TrainConfig& c, const nlohmann::json& j) {
     TPIPE_TAKE(seq_len); TPIPE_TAKE(steps); TPIPE_TAKE(lr); TPIPE_TAKE(optimizer); TPIPE_TAKE(clip);
     TPIPE_TAKE(seed); TPIPE_TAKE(data); TPIPE_TAKE(out); TPIPE_TAKE(trace); TPIPE_TAKE(timeline);
     TPIPE_TAKE(metrics); TPIPE_TAKE(eval_every); TPIPE_TAKE(eval_batches); TPIPE_TAKE(sample_chars);
+    TPIPE_TAKE(checkpoints); TPIPE_TAKE(save_every); TPIPE_TAKE(keep); TPIPE_TAKE(resume); TPIPE_TAKE(stop_after);
 #undef TPIPE_TAKE
   } catch (const nlohmann::json::exception& e) {
     throw ConfigError(std::string("bad value in the config file: ") + e.what());
@@ -142,8 +161,14 @@ void update_from_json(TrainConfig& c, const nlohmann::json& j) {
 }
 
 TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
-                       const std::function<void(const TrainProgress&)>& progress) {
+                       const std::function<void(const TrainProgress&)>& progress,
+                       const std::function<void(const std::string&)>& note) {
   check_train_config(c);
+  const std::optional<std::string> resume = checkpoint_to_resume(c);
+  const std::string root = checkpoint_root(c);
+  auto tell = [&](const std::string& line) {
+    if (comm.rank() == 0 && note) note(line);
+  };
   EngineOptions o;
   o.schedule = c.schedule;
   o.microbatches = c.microbatches;
@@ -156,19 +181,42 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
                    "GPT · " + c.schedule + " · " + std::to_string(c.stages) + " stages x " + std::to_string(c.dp) +
                        " replicas · " + std::to_string(c.microbatches) + " micro-batches",
                    10};
-  if (comm.rank() == 0 && !ro.metrics_path.empty()) std::remove(ro.metrics_path.c_str());  // a fresh run
   Reporter report(ro);
   o.record = report.needs_recording();
   PipelineEngine engine(gpt_layers(model_config(c, corpus.vocab_size())), gpt_loss(),
-                        [&](std::vector<at::Tensor> p) { return make_optimizer(c, std::move(p)); }, comm, o);
+                        [&](NamedParameters p) { return make_optimizer(c, p); }, comm, o);
+
+  TrainSummary s;
+  if (resume) {
+    const CheckpointInfo info = engine.load(*resume);
+    s.first_step = static_cast<int>(info.step) + 1;
+    std::vector<int> cut;
+    for (int st = 0; st < engine.num_stages(); ++st) cut.push_back(engine.partition().size(st));
+    tell(describe_resume(c, info, cut));
+  }
+  // A resumed run continues the metrics of the steps it keeps; a fresh run starts them anew.
+  if (comm.rank() == 0 && !ro.metrics_path.empty()) {
+    if (resume)
+      trim_metrics(ro.metrics_path, s.first_step - 1);
+    else
+      std::remove(ro.metrics_path.c_str());
+  }
+  s.last_step = c.stop_after > 0 ? c.stop_after : c.steps;
+  auto save = [&](int step) {
+    if (root.empty()) return;
+    s.checkpoint = engine.save(root, trainer_state(c, step)).path;
+    std::string line = "saved checkpoint " + s.checkpoint;
+    if (comm.rank() == 0 && c.keep > 0)
+      for (const auto& gone : checkpoint::prune_checkpoints(root, c.keep)) line += "; removed " + gone + " (--keep)";
+    tell(line);
+  };
 
   const int batch = c.microbatch_size * c.microbatches * c.dp;
   const std::int64_t tokens = static_cast<std::int64_t>(batch) * c.seq_len;
-  TrainSummary s;
   s.unigram_entropy = corpus.unigram_entropy();
   double train_seconds = 0, bubble_sum = 0;
   int bubbles = 0;
-  for (int step = 1; step <= c.steps; ++step) {
+  for (int step = s.first_step; step <= s.last_step; ++step) {
     const auto [x, y] = corpus.batch(false, step, batch, c.seq_len, c.seed);
     set_learning_rate(engine.optimizer(), learning_rate(c, step));
     const StepResult r = engine.train_batch({x}, {y});
@@ -185,15 +233,17 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
       s.val_losses.emplace_back(step, *val);
     }
     const double bubble = report.on_step(engine, r, batch, tokens, val);
-    if (bubble >= 0 && step > 1) bubble_sum += bubble, ++bubbles;  // step 1 warms up
+    if (bubble >= 0 && step > s.first_step) bubble_sum += bubble, ++bubbles;  // the first step warms up
     if (comm.rank() == 0 && progress)
       progress({step, c.steps, r.loss, val, static_cast<double>(tokens) / r.step_seconds, train_seconds});
+    if (step == s.last_step || (c.save_every > 0 && step % c.save_every == 0)) save(step);
   }
   report.finish();
-  s.tokens_per_s = static_cast<double>(tokens) * c.steps / train_seconds;
+  const int trained = s.last_step - s.first_step + 1;
+  s.tokens_per_s = trained > 0 ? static_cast<double>(tokens) * trained / train_seconds : 0;
   s.flops_per_token = gpt_flops_per_token(model_config(c, corpus.vocab_size()), c.seq_len);
   s.bubble = bubbles > 0 ? bubble_sum / bubbles : -1;
-  if (c.sample_chars > 0) s.sample = generate(engine, comm, corpus, c);
+  if (c.sample_chars > 0 && s.last_step == c.steps) s.sample = generate(engine, comm, corpus, c);
   return s;
 }
 

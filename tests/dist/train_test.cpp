@@ -21,7 +21,7 @@ TrainSummary train(int stages, const CharCorpus& corpus) {
   c.steps = 40;
   c.eval_every = 40;
   c.sample_chars = 0;
-  c.trace = c.timeline = c.metrics = "-";
+  c.trace = c.timeline = c.metrics = c.checkpoints = "-";
   TrainSummary out;
   std::mutex mu;
   expect_ranks_ok(stages, [&](Communicator& comm) {
