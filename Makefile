@@ -38,8 +38,9 @@ example: configure
 # The peers need Debian's python3-torch: installed here, for the benchmark only.
 bench: configure
 	@scripts/install-deps.sh --bench
-	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli tpipe_bench
+	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli tpipe_bench tpipe_checkpoint_bench
 	$(BUILD)/bench/tpipe_bench --tpipe $(BUILD)/tools/tpipe
+	$(BUILD)/bench/tpipe_checkpoint_bench
 
 clean:
 	rm -rf $(BUILD)

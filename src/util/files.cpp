@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <system_error>
+#include <utility>
 
 #include "tpipe/error.h"
 
@@ -61,21 +62,38 @@ void sync_dir_of(const std::string& path) {
 
 }  // namespace
 
-void write_file_atomic(const std::string& path, const std::string& content) {
-  make_parent_dirs(path);
-  const std::string tmp = temp_name(path);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) fail(path, errno);
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(temp_name(path_)) {
+  make_parent_dirs(path_);
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd_ < 0) fail(path_, errno);
+}
 
-  int err = write_all(fd, content.data(), content.size());
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
-  if (::close(fd) != 0 && err == 0) err = errno;
-  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+AtomicFile::~AtomicFile() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::write(const void* data, std::size_t size) {
+  if (const int err = write_all(fd_, static_cast<const char*>(data), size)) fail(path_, err);
+}
+
+void AtomicFile::commit() {
+  int err = ::fsync(fd_) != 0 ? errno : 0;
+  if (::close(fd_) != 0 && err == 0) err = errno;
+  fd_ = -1;
+  if (err == 0 && ::rename(tmp_.c_str(), path_.c_str()) != 0) err = errno;
   if (err != 0) {
-    ::unlink(tmp.c_str());
-    fail(path, err);
+    ::unlink(tmp_.c_str());
+    fail(path_, err);
   }
-  sync_dir_of(path);
+  sync_dir_of(path_);
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  AtomicFile f(path);
+  f.write(content.data(), content.size());
+  f.commit();
 }
 
 void append_line(const std::string& path, const std::string& line) {

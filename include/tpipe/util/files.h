@@ -3,6 +3,7 @@
 // never half of one, and lines appended by several ranks never interleave.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace tpipe {
@@ -11,6 +12,22 @@ namespace tpipe {
 // `path`. Missing parent directories are created. Throws ConfigError
 // ("cannot write <path>: <reason>") on failure and leaves no temporary file behind.
 void write_file_atomic(const std::string& path, const std::string& content);
+
+// The same, streamed: write() pieces into a temporary file next to `path`; commit() flushes it
+// to disk and renames it over `path`. Destroyed without commit(), it removes the temporary.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  void write(const void* data, std::size_t size);
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
 
 // Appends `line` + '\n' with a single O_APPEND write, so lines from concurrent writers (threads
 // or processes) stay whole. Missing parent directories are created. Same errors as above.
