@@ -6,6 +6,10 @@
 // Each rank builds only its own layers, the engine splits every batch into micro-batches, and
 // the loss printed is the same on every rank (rank 0 prints it). With --dp 2 and 4 ranks, two
 // pipelines of two stages each train on halves of every batch and average their gradients.
+// --save DIR keeps a checkpoint at the end; --resume DIR continues from one, at any layout:
+//
+//   tpipe run -n 2 -- ./mlp_pipeline --steps 30 --save ckpt
+//   tpipe run -n 3 -- ./mlp_pipeline --steps 60 --resume ckpt      # steps 31..60 on 3 stages
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -31,6 +35,9 @@ int main(int argc, char** argv) {
   app.add_option("--trace", report_options.trace_path, "write a Chrome/Perfetto trace of the last steps to FILE");
   app.add_option("--timeline", report_options.timeline_path, "write an SVG timeline of the last step to FILE");
   app.add_option("--metrics", report_options.metrics_path, "append one JSON line of metrics per step to FILE");
+  std::string save_dir, resume_dir;
+  app.add_option("--save", save_dir, "save a checkpoint into DIR at the end (DIR/step-NNNNNN)");
+  app.add_option("--resume", resume_dir, "continue from a checkpoint (DIR or DIR/step-NNNNNN)");
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(1);
 
@@ -68,7 +75,15 @@ int main(int argc, char** argv) {
     //    needs the inputs and only the last the targets; every rank draws both to stay in step.
     torch::manual_seed(0);
     const auto teacher = torch::randn({16, 1}) / 4;  // a smooth target a small MLP can learn
-    for (int step = 1; step <= steps; ++step) {
+    // 4. A checkpoint brings back the weights, Adam's moments, the step and (on the same layout)
+    //    the generator the batches are drawn from.
+    if (!resume_dir.empty()) {
+      const auto info = engine.load(resume_dir);
+      if (comm->rank() == 0)
+        std::cout << "resumed from " << info.path << " at step " << info.step
+                  << (info.rng_restored ? "" : " (saved at another layout: the batches are drawn afresh)") << "\n";
+    }
+    for (int step = static_cast<int>(engine.step()) + 1; step <= steps; ++step) {
       const auto x = torch::randn({batch, 16});
       const auto y = torch::sin(x.matmul(teacher));
       const auto r = engine.train_batch({x}, {y});
@@ -80,6 +95,10 @@ int main(int argc, char** argv) {
       }
     }
     report.finish();
+    if (!save_dir.empty()) {
+      const auto info = engine.save(save_dir);
+      if (comm->rank() == 0) std::cout << "saved " << info.path << "\n";
+    }
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

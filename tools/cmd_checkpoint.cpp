@@ -33,8 +33,9 @@ int info(const std::string& path, bool json) {
   }
   std::printf("checkpoint   %s (format version %d)\n", in.path.c_str(), m.version);
   std::printf("step         %lld\n", static_cast<long long>(m.step));
-  std::printf("layout       %d stages x %d replicas, %s, %d micro-batches, partition %s\n", m.layout.pp, m.layout.dp,
-              m.layout.schedule.c_str(), m.layout.microbatches, join(m.layout.partition).c_str());
+  std::printf("layout       %d stages x %d %s, %s, %d micro-batches, partition %s\n", m.layout.pp, m.layout.dp,
+              m.layout.dp == 1 ? "replica" : "replicas", m.layout.schedule.c_str(), m.layout.microbatches,
+              join(m.layout.partition).c_str());
   std::printf("layers       %zu (%zu modules", m.layers.size(), m.modules.size());
   int tied = 0;
   for (const auto& l : m.layers) tied += !l.tie.empty();

@@ -114,13 +114,14 @@ std::vector<std::string> prune_checkpoints(const std::string& root, int keep) {
   if (keep < 1) return removed;
   const auto all = complete_checkpoints(root);
   const std::string latest = latest_name(root);
-  int kept = 0;
-  for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    const bool is_latest = fs::path(*it).filename().string() == latest;
-    if (kept < keep || is_latest) {
-      ++kept;
-      continue;
-    }
+  // Checkpoints after `latest` come from an earlier run that went further: not this run's to remove.
+  auto end = all.end();
+  if (auto at = std::find_if(all.begin(), all.end(), [&](const std::string& p) {
+        return fs::path(p).filename().string() == latest;
+      });
+      at != all.end())
+    end = at + 1;
+  for (auto it = all.begin(); end - it > keep; ++it) {
     remove_tree(*it, "--keep");
     removed.push_back(*it);
   }

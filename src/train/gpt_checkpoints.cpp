@@ -34,7 +34,10 @@ std::string checkpoint_root(const TrainConfig& c) {
 }
 
 std::string trainer_state(const TrainConfig& c, int step) {
-  return nlohmann::json{{"trainer", kTrainer}, {"step", step}, {"config", to_json(c)}}.dump();
+  const nlohmann::json config = to_json(c);
+  // Step k trained on batch k of the corpus (a function of --seed and the global batch).
+  const nlohmann::json data{{"batches_seen", step}, {"global_batch", global_batch(config)}, {"seed", c.seed}};
+  return nlohmann::json{{"trainer", kTrainer}, {"step", step}, {"data", data}, {"config", config}}.dump();
 }
 
 std::optional<std::string> checkpoint_to_resume(const TrainConfig& c) {

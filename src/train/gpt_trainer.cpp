@@ -187,6 +187,10 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
                         [&](NamedParameters p) { return make_optimizer(c, p); }, comm, o);
 
   TrainSummary s;
+  if (!resume && !root.empty())
+    if (const auto earlier = checkpoint::find_checkpoint(root))
+      tell("note: " + root + " holds checkpoints of an earlier run (the newest: " + *earlier +
+           "); this run starts at step 1 and saves over them (--resume auto would continue it)");
   if (resume) {
     const CheckpointInfo info = engine.load(*resume);
     s.first_step = static_cast<int>(info.step) + 1;

@@ -99,13 +99,17 @@ TEST(CheckpointDir, PublishReplacesAnOlderCheckpointOfTheSameStepAndMovesLatest)
   EXPECT_EQ(std::distance(fs::directory_iterator(r.path), fs::directory_iterator()), 2);  // step-000005, latest
 }
 
-TEST(CheckpointDir, KeepRemovesTheOldestButNeverLatest) {
+TEST(CheckpointDir, KeepRemovesTheOldestUpToLatest) {
   Root r;
-  for (const char* n : {"step-000005", "step-000010", "step-000015", "step-000020"}) r.make(n);
-  std::ofstream(r.path + "/latest") << "step-000010\n";  // resumed from 10: 15 and 20 are an abandoned future
+  for (const char* n : {"step-000005", "step-000010", "step-000015", "step-000020", "step-000600"}) r.make(n);
+  std::ofstream(r.path + "/latest") << "step-000020\n";  // step-000600: an earlier, longer run
   EXPECT_EQ(names(prune_checkpoints(r.path, 0)), std::vector<std::string>{});
-  EXPECT_EQ(names(prune_checkpoints(r.path, 1)), (std::vector<std::string>{"step-000015", "step-000005"}));
-  EXPECT_EQ(names(complete_checkpoints(r.path)), (std::vector<std::string>{"step-000010", "step-000020"}));
+  EXPECT_EQ(names(prune_checkpoints(r.path, 2)), (std::vector<std::string>{"step-000005", "step-000010"}));
+  EXPECT_EQ(names(complete_checkpoints(r.path)),
+            (std::vector<std::string>{"step-000015", "step-000020", "step-000600"}));
+  EXPECT_EQ(names(prune_checkpoints(r.path, 1)), std::vector<std::string>{"step-000015"});
+  std::ofstream(r.path + "/latest") << "gone\n";  // no latest: the newest count
+  EXPECT_EQ(names(prune_checkpoints(r.path, 1)), std::vector<std::string>{"step-000020"});
 }
 
 TEST(CheckpointDir, LeftoversOfACrashAreRemoved) {

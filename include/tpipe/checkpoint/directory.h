@@ -35,8 +35,9 @@ void publish_checkpoint(const std::string& partial, const std::string& root, con
 // Removes leftovers of interrupted saves (.partial-*) under `root`.
 void remove_partials(const std::string& root);
 
-// Keeps the newest `keep` complete checkpoints (by step) and the one <root>/latest names;
-// removes the others. keep < 1 keeps everything. Returns the removed paths.
+// Keeps the `keep` newest complete checkpoints up to the one <root>/latest names (by step) and
+// removes the older ones; those after `latest` (an earlier run that went further) are left
+// alone. keep < 1 keeps everything. Returns the removed paths, oldest first.
 std::vector<std::string> prune_checkpoints(const std::string& root, int keep);
 
 }  // namespace tpipe::checkpoint
