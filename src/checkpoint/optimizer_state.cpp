@@ -39,20 +39,20 @@ const std::vector<Field<torch::optim::SGDParamState>>& fields() {
   static const std::vector<Field<S>> f{TPIPE_TENSOR_FIELD(S, momentum_buffer, true)};
   return f;
 }
+// Adam and AdamW keep the same state under two type names.
+template <class S>
+std::vector<Field<S>> adam_fields() {
+  return {TPIPE_STEP_FIELD(S), TPIPE_TENSOR_FIELD(S, exp_avg, true), TPIPE_TENSOR_FIELD(S, exp_avg_sq, true),
+          TPIPE_TENSOR_FIELD(S, max_exp_avg_sq, false)};
+}
 template <>
 const std::vector<Field<torch::optim::AdamParamState>>& fields() {
-  using S = torch::optim::AdamParamState;
-  static const std::vector<Field<S>> f{TPIPE_STEP_FIELD(S), TPIPE_TENSOR_FIELD(S, exp_avg, true),
-                                       TPIPE_TENSOR_FIELD(S, exp_avg_sq, true),
-                                       TPIPE_TENSOR_FIELD(S, max_exp_avg_sq, false)};
+  static const auto f = adam_fields<torch::optim::AdamParamState>();
   return f;
 }
 template <>
 const std::vector<Field<torch::optim::AdamWParamState>>& fields() {
-  using S = torch::optim::AdamWParamState;
-  static const std::vector<Field<S>> f{TPIPE_STEP_FIELD(S), TPIPE_TENSOR_FIELD(S, exp_avg, true),
-                                       TPIPE_TENSOR_FIELD(S, exp_avg_sq, true),
-                                       TPIPE_TENSOR_FIELD(S, max_exp_avg_sq, false)};
+  static const auto f = adam_fields<torch::optim::AdamWParamState>();
   return f;
 }
 template <>

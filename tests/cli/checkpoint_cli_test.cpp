@@ -17,6 +17,8 @@
 #include <fstream>
 #include <thread>
 
+#include "checkpoints.h"
+#include "temp_dir.h"
 #include "tpipe/checkpoint/manifest.h"
 #include "tpipe/checkpoint/tensor_file.h"
 
@@ -40,15 +42,6 @@ Output sh(const std::string& cmd) {
 
 Output tpipe(const std::string& args) { return sh(std::string(TPIPE_BIN) + " " + args); }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = ::testing::TempDir() + "tpipe_ckcli_XXXXXX";
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 // A small GPT, two stages, a checkpoint every 5 steps.
 std::string train_flags(const std::string& out, int steps = 40) {
@@ -56,18 +49,9 @@ std::string train_flags(const std::string& out, int steps = 40) {
          std::to_string(steps) + " --eval-every 20 --sample-chars 0 --save-every 5 --out " + out;
 }
 
-// Every tensor of a checkpoint but the generator states.
-std::map<std::string, at::Tensor> tensors_of(const std::string& dir) {
-  const auto m = tpipe::checkpoint::read_manifest(dir);
-  std::map<std::string, at::Tensor> out;
-  for (const auto& [file, digest] : m.files)
-    if (file.rfind("rng/", 0) != 0)
-      for (auto& [name, t] : tpipe::checkpoint::read_tensors(dir, file, digest)) out[file + ":" + name] = t;
-  return out;
-}
 
 void expect_bitwise_equal(const std::string& a_dir, const std::string& b_dir) {
-  const auto a = tensors_of(a_dir), b = tensors_of(b_dir);
+  const auto a = tpipe::testing::checkpoint_tensors(a_dir), b = tpipe::testing::checkpoint_tensors(b_dir);
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [name, t] : a) {
     ASSERT_TRUE(b.count(name)) << name;
@@ -113,7 +97,7 @@ bool exists(const std::string& p) {
 }
 
 TEST(CheckpointCli, CrashDrillKillsARankAndResumeAutoEndsBitwiseEqual) {
-  const TempDir straight, crashed;
+  const tpipe::testing::TempDir straight, crashed;
   const auto ok = tpipe(train_flags(straight.path));
   ASSERT_EQ(ok.status, 0) << ok.text;
 
@@ -158,7 +142,7 @@ TEST(CheckpointCli, CrashDrillKillsARankAndResumeAutoEndsBitwiseEqual) {
   EXPECT_NE(resumed.text.find("resumed from " + crashed.path + "/step-0000"), std::string::npos) << resumed.text;
   // The straight run had --steps 40, this one --steps 400 (stopped at 40): the learning rates
   // differ, so compare with a straight run of the same schedule.
-  const TempDir straight400;
+  const tpipe::testing::TempDir straight400;
   const auto ok400 = tpipe(train_flags(straight400.path, 400) + " --stop-after 40");
   ASSERT_EQ(ok400.status, 0) << ok400.text;
   expect_bitwise_equal(straight400.path + "/step-000040", crashed.path + "/step-000040");
@@ -166,7 +150,7 @@ TEST(CheckpointCli, CrashDrillKillsARankAndResumeAutoEndsBitwiseEqual) {
 }
 
 TEST(CheckpointCli, StopAfterThenResumeAutoEqualsTheStraightRun) {
-  const TempDir straight, split;
+  const tpipe::testing::TempDir straight, split;
   ASSERT_EQ(tpipe(train_flags(straight.path, 20)).status, 0);
   const auto first = tpipe(train_flags(split.path, 20) + " --stop-after 7 --keep 1");
   ASSERT_EQ(first.status, 0) << first.text;
@@ -194,7 +178,7 @@ TEST(CheckpointCli, StopAfterThenResumeAutoEqualsTheStraightRun) {
 }
 
 TEST(CheckpointCli, InfoFindsDamageAndExportIsReadByTorchLoad) {
-  const TempDir run;
+  const tpipe::testing::TempDir run;
   ASSERT_EQ(tpipe(train_flags(run.path, 5)).status, 0);
   const std::string dir = run.path + "/step-000005";
   const auto good = tpipe("checkpoint info " + run.path);

@@ -14,8 +14,10 @@
 #include <fstream>
 #include <mutex>
 
+#include "checkpoints.h"
 #include "fidelity_model.h"
 #include "ranks.h"
+#include "temp_dir.h"
 #include "tpipe/checkpoint/manifest.h"
 #include "tpipe/checkpoint/tensor_file.h"
 #include "tpipe/models/gpt.h"
@@ -25,15 +27,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = ::testing::TempDir() + "tpipe_ckpt_XXXXXX";
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 // The tiny GPT of the fidelity tests in a chosen dtype and optimizer.
 ModelDef gpt_model(at::ScalarType dtype, const std::string& optimizer, std::optional<double> clip) {
@@ -74,15 +67,6 @@ std::vector<double> train(PipelineEngine& e, const ModelDef& model, int batch, i
   return losses;
 }
 
-// Every tensor of a checkpoint except the generator states: "<file>:<name>" -> tensor.
-std::map<std::string, at::Tensor> tensors_of(const std::string& dir) {
-  const auto m = checkpoint::read_manifest(dir);
-  std::map<std::string, at::Tensor> out;
-  for (const auto& [file, digest] : m.files)
-    if (file.rfind("rng/", 0) != 0)
-      for (auto& [name, t] : checkpoint::read_tensors(dir, file, digest)) out[file + ":" + name] = t;
-  return out;
-}
 
 struct ResumeCase {
   std::string name, model, schedule;
@@ -138,7 +122,7 @@ TEST_P(Resume, IsBitwiseEqualToTrainingStraightThrough) {
   got_first.insert(got_first.end(), got_second.begin(), got_second.end());
   for (int s = 0; s < n; ++s) EXPECT_EQ(got_first[s], want[s]) << "loss of step " << s;  // bitwise
 
-  const auto a = tensors_of(straight.path + "/step-000006"), b = tensors_of(split.path + "/step-000006");
+  const auto a = checkpoint_tensors(straight.path + "/step-000006"), b = checkpoint_tensors(split.path + "/step-000006");
   ASSERT_EQ(a.size(), b.size());
   int moments = 0;
   for (const auto& [name, t] : a) {
@@ -185,7 +169,7 @@ double reshard_error(Layout2 from, Layout2 to) {
     train(*e, model, batch, k, n);
     e->save(resharded.path);
   });
-  const auto a = tensors_of(straight.path + "/step-000005"), b = tensors_of(resharded.path + "/step-000005");
+  const auto a = checkpoint_tensors(straight.path + "/step-000005"), b = checkpoint_tensors(resharded.path + "/step-000005");
   EXPECT_EQ(a.size(), b.size());
   double err = 0;
   for (const auto& [name, t] : a) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "temp_dir.h"
 #include "tpipe/checkpoint/directory.h"
 #include "tpipe/checkpoint/manifest.h"
 #include "tpipe/error.h"
@@ -18,14 +19,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Root {
-  std::string path;
-  Root() {
-    std::string tmpl = ::testing::TempDir() + "tpipe_ckdir_XXXXXX";
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path = tmpl;
-  }
-  ~Root() { fs::remove_all(path); }
+struct Root : tpipe::testing::TempDir {
+  Root() : TempDir("tpipe_ckdir") {}
   // A complete checkpoint directory (a manifest of that step) or an incomplete one.
   std::string make(const std::string& name, bool complete = true) const {
     fs::create_directories(path + "/" + name);

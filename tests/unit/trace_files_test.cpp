@@ -2,6 +2,8 @@
 // appends, the metrics line format.
 #include <gtest/gtest.h>
 
+#include "temp_dir.h"
+
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -29,16 +31,6 @@ using nlohmann::json;
 constexpr int kStages = 3;
 constexpr int kMicro = 4;
 
-// A fresh directory per test, removed afterwards.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = ::testing::TempDir() + "tpipe_trace_XXXXXX";
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
 
 std::vector<std::string> list_dir(const std::string& dir) {
   std::vector<std::string> names;
@@ -205,7 +197,7 @@ TEST(ChromeTrace, SortedByPidThenTime) {
 
 TEST(ChromeTrace, WrittenFileParsesBackToTheDocument) {
   Fixture f;
-  const TempDir tmp;
+  const tpipe::testing::TempDir tmp("tpipe_trace");
   const std::string& dir = tmp.path;
   const std::string path = dir + "/out/trace.json";
   trace::write_chrome_trace(path, f.steps);
@@ -215,7 +207,7 @@ TEST(ChromeTrace, WrittenFileParsesBackToTheDocument) {
 }
 
 TEST(Files, AtomicWriteReplacesContentAndLeavesNoTemp) {
-  const TempDir tmp;
+  const tpipe::testing::TempDir tmp("tpipe_trace");
   const std::string& dir = tmp.path;
   const std::string path = dir + "/a/b/file.txt";
   write_file_atomic(path, "first\n");
@@ -226,7 +218,7 @@ TEST(Files, AtomicWriteReplacesContentAndLeavesNoTemp) {
 }
 
 TEST(Files, AtomicWriteUnderARegularFileThrows) {
-  const TempDir tmp;
+  const tpipe::testing::TempDir tmp("tpipe_trace");
   const std::string& dir = tmp.path;
   write_file_atomic(dir + "/plain", "x");
   const std::string bad = dir + "/plain/sub/file.txt";
@@ -243,7 +235,7 @@ TEST(Files, AtomicWriteUnderARegularFileThrows) {
 }
 
 TEST(Files, AtomicWriteOverADirectoryThrowsAndCleansUp) {
-  const TempDir tmp;
+  const tpipe::testing::TempDir tmp("tpipe_trace");
   const std::string& dir = tmp.path;
   ASSERT_EQ(::mkdir((dir + "/target").c_str(), 0755), 0);
   EXPECT_THROW(write_file_atomic(dir + "/target", "y"), ConfigError);
@@ -251,7 +243,7 @@ TEST(Files, AtomicWriteOverADirectoryThrowsAndCleansUp) {
 }
 
 TEST(Files, AppendLine) {
-  const TempDir tmp;
+  const tpipe::testing::TempDir tmp("tpipe_trace");
   const std::string& dir = tmp.path;
   const std::string path = dir + "/logs/metrics.jsonl";
   append_line(path, "{\"step\":0}");
@@ -261,7 +253,7 @@ TEST(Files, AppendLine) {
 }
 
 TEST(Files, ConcurrentAppendsStayWhole) {
-  const TempDir tmp;
+  const tpipe::testing::TempDir tmp("tpipe_trace");
   const std::string path = tmp.path + "/lines.txt";
   const int threads = 4, lines = 200;
   const std::string body(300, 'x');
