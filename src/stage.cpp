@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "split_backward.h"
 #include "tpipe/comm/wire.h"
 
 namespace tpipe {
@@ -53,12 +54,12 @@ void Stage::set_loss(int mb, const at::Tensor& loss, const Where& where) {
   it->second.loss = loss;
 }
 
-Payload Stage::backward(int mb, const Payload& output_grads, const Where& where) {
+Payload Stage::backward(int mb, const Payload& output_grads, const Where& where, bool split) {
   auto it = stash_.find(mb);
   if (it == stash_.end()) throw Error(where.prefix() + "backward of a micro-batch that was never run forward");
   Stash s = std::move(it->second);
   stash_.erase(it);
-  stashed_bytes_ -= s.bytes;
+  if (!split) stashed_bytes_ -= s.bytes;  // a split one holds its stash until its W
 
   std::vector<at::Tensor> roots, seeds;
   if (is_last()) {
@@ -81,12 +82,29 @@ Payload Stage::backward(int mb, const Payload& output_grads, const Where& where)
       seeds.push_back(g);
     }
   }
-  if (!roots.empty()) torch::autograd::backward(roots, seeds);
+  if (split) {
+    std::vector<at::Tensor> inputs;
+    for (const auto& t : s.input)
+      if (t.defined() && t.requires_grad()) inputs.push_back(t);
+    auto work = std::make_shared<SplitBackward>(roots, seeds, inputs, parameters());
+    pending_w_[mb] = Pending{s, std::move(work)};
+  } else if (!roots.empty()) {
+    torch::autograd::backward(roots, seeds);
+  }
 
   Payload input_grads;
   for (const auto& t : s.input)
     input_grads.push_back(t.defined() && t.requires_grad() ? t.grad() : at::Tensor());
   return input_grads;
+}
+
+void Stage::backward_weight(int mb, const Where& where) {
+  auto it = pending_w_.find(mb);
+  if (it == pending_w_.end()) throw Error(where.prefix() + "W of a micro-batch whose B has not run");
+  Pending p = std::move(it->second);
+  pending_w_.erase(it);
+  p.work->weights();
+  stashed_bytes_ -= p.stash.bytes;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> Stage::named_parameters() const {
@@ -122,11 +140,16 @@ std::vector<at::Tensor> Stage::stashed_tensors() const {
     out.insert(out.end(), s.input.begin(), s.input.end());
     out.insert(out.end(), s.output.begin(), s.output.end());
   }
+  for (const auto& [mb, p] : pending_w_) {
+    out.insert(out.end(), p.stash.input.begin(), p.stash.input.end());
+    out.insert(out.end(), p.stash.output.begin(), p.stash.output.end());
+  }
   return out;
 }
 
 void Stage::clear_stash() {
   stash_.clear();
+  pending_w_.clear();
   stashed_bytes_ = 0;
 }
 

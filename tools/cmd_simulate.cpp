@@ -2,7 +2,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -20,7 +22,9 @@
 namespace tpipe::cli {
 namespace {
 
-Costs parse_costs(const std::string& text) {
+// F,B[,COMM] for schedules that run whole backwards; F,B,W[,COMM] for those that split them.
+Costs parse_costs(const std::string& text, bool split) {
+  const char* form = split ? "F,B,W[,COMM] such as 1,1,1" : "F,B[,COMM] such as 1,2";
   Costs c;
   std::vector<double> v;
   std::stringstream in(text);
@@ -28,16 +32,18 @@ Costs parse_costs(const std::string& text) {
     try {
       std::size_t used = 0;
       v.push_back(std::stod(tok, &used));
-      if (used != tok.size()) throw std::invalid_argument(tok);
+      if (used != tok.size() || !std::isfinite(v.back())) throw std::invalid_argument(tok);
     } catch (const std::exception&) {
-      throw ConfigError("--costs '" + text + "': expected F,B such as 1,2 (numbers)");
+      throw ConfigError("--costs '" + text + "': expected " + form + " (numbers)");
     }
   }
-  if (v.size() < 2 || v.size() > 3 || v[0] < 0 || v[1] < 0)
-    throw ConfigError("--costs '" + text + "': expected F,B[,COMM] with non-negative numbers such as 1,2");
+  const std::size_t n = split ? 3 : 2;
+  if (v.size() < n || v.size() > n + 1 || std::any_of(v.begin(), v.end(), [](double x) { return x < 0; }))
+    throw ConfigError("--costs '" + text + "': expected " + form + " (non-negative numbers)");
   c.forward = v[0];
   c.backward = v[1];
-  if (v.size() == 3) c.comm = v[2];
+  if (split) c.weight = v[2];
+  if (v.size() == n + 1) c.comm = v[n];
   return c;
 }
 
@@ -57,14 +63,16 @@ std::string number(double x) {
 
 int simulate_main(int argc, char** argv) {
   CLI::App app{"Plan a pipeline schedule: validate it and simulate its timing", "tpipe simulate"};
-  std::string schedule = "1f1b", costs_text = "1,2";
+  std::string schedule = "1f1b", costs_text;
   int stages = 4, microbatches = 8;
   bool json = false;
   std::string svg_path;
-  app.add_option("--schedule", schedule, "naive | gpipe | 1f1b")->capture_default_str();
+  app.add_option("--schedule", schedule, "naive | gpipe | 1f1b | zb-h1")->capture_default_str();
   app.add_option("--stages,-p", stages, "number of pipeline stages (one per rank)")->capture_default_str();
   app.add_option("--microbatches,-m", microbatches, "micro-batches per mini-batch")->capture_default_str();
-  app.add_option("--costs", costs_text, "forward,backward[,comm] time of one micro-batch")->capture_default_str();
+  app.add_option("--costs", costs_text,
+                 "time of one micro-batch's forward,backward[,comm] (default 1,2); for a schedule that splits "
+                 "backwards (zb-h1) forward,input-backward,weight-backward[,comm] (default 1,1,1)");
   app.add_flag("--json", json, "print one JSON object instead of a table");
   app.add_option("--svg", svg_path, "also write the planned timeline as an SVG picture to FILE")->type_name("FILE");
   try {
@@ -72,8 +80,11 @@ int simulate_main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  const Costs costs = parse_costs(costs_text);
   const Schedule s = make_schedule(schedule, stages, microbatches);
+  bool split = false;
+  for (const auto& rank : s.ranks)
+    for (const Action& a : rank) split = split || a.op == Op::Weight;
+  const Costs costs = parse_costs(costs_text.empty() ? (split ? "1,1,1" : "1,2") : costs_text, split);
   const SimResult r = simulate(s, costs);
 
   if (!svg_path.empty()) {
@@ -82,6 +93,7 @@ int simulate_main(int argc, char** argv) {
     style.title = schedule + dot + std::to_string(stages) + (stages == 1 ? " stage" : " stages") + dot +
                   std::to_string(microbatches) + (microbatches == 1 ? " micro-batch" : " micro-batches") + dot +
                   "planned (F=" + number(costs.forward) + ", B=" + number(costs.backward) +
+                  (split ? ", W=" + number(costs.weight) : std::string()) +
                   (costs.comm > 0 ? ", comm=" + number(costs.comm) : std::string()) + ")";
     write_file_atomic(svg_path, trace::render_timeline_svg(trace::from_simulation(s, r, 1000.0), style));
   }
@@ -92,6 +104,7 @@ int simulate_main(int argc, char** argv) {
     j["stages"] = stages;
     j["microbatches"] = microbatches;
     j["costs"] = {{"forward", costs.forward}, {"backward", costs.backward}, {"comm", costs.comm}};
+    if (split) j["costs"]["weight"] = costs.weight;
     j["makespan"] = r.makespan;
     j["bubble"] = r.bubble;
     j["bubble_per_rank"] = r.bubble_per_rank;
@@ -107,9 +120,13 @@ int simulate_main(int argc, char** argv) {
     return 0;
   }
   std::cout << schedule << ": " << stages << " stages, " << microbatches << " micro-batches, costs F=" << costs.forward
-            << " B=" << costs.backward << "\n"
-            << "makespan " << r.makespan << ", bubble " << percent(r.bubble) << " (ideal (p-1)/(m+p-1) = "
-            << percent(static_cast<double>(stages - 1) / (microbatches + stages - 1)) << ")\n\n"
+            << " B=" << costs.backward << (split ? " W=" + number(costs.weight) : std::string()) << "\n"
+            << "makespan " << r.makespan << ", bubble " << percent(r.bubble)
+            << (split ? " (ZB-H1 with F = B = W and m >= p: (p-1)/(3m+p-1) = " +
+                            percent(static_cast<double>(stages - 1) / (3 * microbatches + stages - 1))
+                      : " (ideal (p-1)/(m+p-1) = " +
+                            percent(static_cast<double>(stages - 1) / (microbatches + stages - 1)))
+            << ")\n\n"
             << "rank  bubble  peak in-flight\n";
   for (int rank = 0; rank < s.num_ranks(); ++rank) {
     char line[64];

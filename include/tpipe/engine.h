@@ -48,7 +48,7 @@ struct NamedParameters : std::vector<std::pair<std::string, at::Tensor>> {
 using OptimizerFactory = std::function<std::unique_ptr<torch::optim::Optimizer>(NamedParameters params)>;
 
 struct EngineOptions {
-  std::string schedule = "1f1b";       // naive | gpipe | 1f1b
+  std::string schedule = "1f1b";       // naive | gpipe | 1f1b | zb-h1 (splits each backward into B and W)
   int microbatches = 4;                // per replica
   int dp = 1;                          // data-parallel replicas; pp = world size / dp
   int pp = 0;                          // if set, checked against world size / dp
@@ -122,7 +122,8 @@ class PipelineEngine {
 
   // Collective: every rank calls it between steps. Writes <root>/step-NNNNNN (NNNNNN = step()):
   // one file per layer (a tied weight once, by its key) with its parameters and buffers, the
-  // optimizer state beside it, each rank's CPU generator state, and a manifest with checksums.
+  // optimizer state beside it (and the parameter groups' learning rates, restored when the
+  // groups are alike), each rank's CPU generator state, and a manifest with checksums.
   // Replica 0 writes the layers; the directory appears complete or not at all, then
   // <root>/latest names it. `extra_json` (JSON text, rank 0's) is the program's own state: step,
   // data position, configuration. On failure every rank throws, the previous checkpoints are

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,8 @@
 #include "tpipe/layer.h"
 
 namespace tpipe {
+
+class SplitBackward;
 
 class Stage {
  public:
@@ -32,8 +35,12 @@ class Stage {
 
   // Backward of one micro-batch. `output_grads` holds one entry per output tensor (undefined
   // where no gradient flows); empty on the last stage, which starts from the loss. Returns one
-  // entry per input tensor: its gradient, or undefined. Frees the stash.
-  Payload backward(int mb, const Payload& output_grads, const Where& where);
+  // entry per input tensor: its gradient, or undefined. Frees the stash, unless `split`: then it
+  // computes the input gradients only (B) and keeps what backward_weight (W) needs.
+  Payload backward(int mb, const Payload& output_grads, const Where& where, bool split = false);
+
+  // W of a split backward: the weights' gradients of micro-batch `mb`; frees its stash.
+  void backward_weight(int mb, const Where& where);
 
   // "<layer name>.<parameter name>" -> parameter, in layer order, each tensor once (`layer_names`
   // gives tied layers their key, so every copy of a tied weight has the same name).
@@ -62,6 +69,11 @@ class Stage {
   std::vector<LayerPtr> layers_;
   std::vector<std::string> names_;
   std::map<int, Stash> stash_;
+  struct Pending {  // a micro-batch between its B and its W
+    Stash stash;
+    std::shared_ptr<SplitBackward> work;
+  };
+  std::map<int, Pending> pending_w_;
   std::int64_t stashed_bytes_ = 0;
 };
 

@@ -42,6 +42,12 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
   std::set<std::string> names;
   for (const auto& l : layers)
     if (!names.insert(l.name).second) throw ConfigError(at_rank.prefix() + "two layers are named '" + l.name + "'");
+  // Parameters, traces and checkpoints name an untied layer by its name and a tied weight by its
+  // key, so the two must not meet.
+  for (const auto& l : layers)
+    if (l.tied && names.count(l.tied->key))
+      throw ConfigError(at_rank.prefix() + "the tied weight '" + l.tied->key + "' has the name of a layer; give the "
+                        "tie another key");
   I.partition = partition_from_string(I.opts.partition, static_cast<int>(layers.size()), p);
   I.loss_fn = std::move(loss);
 
@@ -53,6 +59,7 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
   I.train_schedule = append_step_end(make_schedule(I.opts.schedule, p, I.opts.microbatches), tied_groups,
                                      I.topo.dp() > 1);
   validate(I.train_schedule);
+  for (const Action& a : I.train_schedule.ranks.at(s)) I.split_backward = I.split_backward || a.op == Op::Weight;
   I.eval_schedule = forward_schedule(p, I.opts.microbatches);
 
   // This stage's layers; a tied module is built once per stage and shared by its positions.

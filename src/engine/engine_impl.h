@@ -28,6 +28,7 @@ struct PipelineEngine::Impl {
   std::vector<checkpoint::LayerEntry> model_layers;  // every layer of the model, for checkpoints
   std::map<std::string, std::vector<int>> ties;      // tie key -> the stages holding it
   Schedule train_schedule;
+  bool split_backward = false;  // the schedule has W actions for this stage: B and W are separate
   Schedule eval_schedule;
   std::unique_ptr<Stage> stage;
   std::unique_ptr<torch::optim::Optimizer> optimizer;

@@ -75,7 +75,7 @@ void PipelineEngine::Impl::backward(const Action& a) {
     grads = receive(a, *it->second, {a.stage, Op::RecvGrad, a.mb}, rank_of_stage(a.stage + 1));
     recv_grad.erase(it);
   }
-  Payload g = stage->backward(a.mb, grads, where(a));
+  Payload g = stage->backward(a.mb, grads, where(a), split_backward);
   if (!stage->is_first()) input_grads[a.mb] = std::move(g);
 }
 
@@ -86,6 +86,7 @@ void PipelineEngine::Impl::dispatch(const Action& a) {
       if (training && ++forwards_done == opts.microbatches) start_loss_share();  // after the last one
       return;
     case Op::Backward: return backward(a);
+    case Op::Weight: return stage->backward_weight(a.mb, where(a));
     case Op::RecvAct:
       recv_act[a.mb] = comm.post_recv(rank_of_stage(a.stage - 1), wire::Kind::Activation, a.mb);
       return;

@@ -68,6 +68,28 @@ Schedule one_f_one_b_schedule(int stages, int microbatches) {
   return s;
 }
 
+// ZB-H1 (Qi et al., "Zero Bubble Pipeline Parallelism", ICLR 2024, section 3.1): 1F1B's order
+// of F and B, with each backward split into B (input gradient, which the previous stage waits
+// for) and W (weight gradient, which nobody waits for). Stage s runs the W of micro-batch k
+// after the B of micro-batch k + s, so the W's it holds back fill the tail where it would wait
+// for the last B's; the rest of its W's drain at the end. F and B keep 1F1B's in-flight limit.
+Schedule zb_h1_schedule(int stages, int microbatches) {
+  check_sizes("zb-h1", stages, microbatches);
+  Schedule s = empty_schedule("zb-h1", stages, microbatches);
+  for (int st = 0; st < stages; ++st) {
+    auto& list = s.ranks[st];
+    const int warmup = std::min(stages - 1 - st, microbatches);
+    for (int mb = 0; mb < warmup; ++mb) list.push_back({st, Op::Forward, mb});
+    for (int k = 0; k < microbatches; ++k) {
+      if (k + warmup < microbatches) list.push_back({st, Op::Forward, k + warmup});
+      list.push_back({st, Op::Backward, k});
+      if (k >= st) list.push_back({st, Op::Weight, k - st});
+    }
+    for (int mb = std::max(0, microbatches - st); mb < microbatches; ++mb) list.push_back({st, Op::Weight, mb});
+  }
+  return s;
+}
+
 Schedule forward_schedule(int stages, int microbatches) {
   check_sizes("forward", stages, microbatches);
   Schedule s = empty_schedule("forward", stages, microbatches);
@@ -80,7 +102,7 @@ Schedule forward_schedule(int stages, int microbatches) {
 }
 
 const std::vector<std::string>& schedule_names() {
-  static const std::vector<std::string> names{"naive", "gpipe", "1f1b"};
+  static const std::vector<std::string> names{"naive", "gpipe", "1f1b", "zb-h1"};
   return names;
 }
 
@@ -92,6 +114,8 @@ Schedule make_schedule(const std::string& name, int stages, int microbatches) {
     compute = gpipe_schedule(stages, microbatches);
   } else if (name == "1f1b") {
     compute = one_f_one_b_schedule(stages, microbatches);
+  } else if (name == "zb-h1") {
+    compute = zb_h1_schedule(stages, microbatches);
   } else {
     std::string known;
     for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;

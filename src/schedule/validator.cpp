@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "tpipe/error.h"
@@ -68,6 +69,7 @@ class Checker {
         if (has_microbatch(a.op) && (a.mb < 0 || a.mb >= s_.num_microbatches))
           fail_at(p, name + " names micro-batch " + std::to_string(a.mb) + ", but there are " +
                          std::to_string(s_.num_microbatches));
+        if (a.op == Op::Weight) split_.insert(a.stage);
         auto [it, fresh] = pos_.emplace(key(a), p);
         if (!fresh) fail("rank " + std::to_string(r) + ": " + name + " is repeated", {{it->second.rank, it->second.index}, {r, i}});
       }
@@ -78,6 +80,8 @@ class Checker {
     auto it = pos_.find({stage, op, mb});
     return it == pos_.end() ? nullptr : &it->second;
   }
+
+  bool splits_backward(int stage) const { return split_.count(stage) > 0; }
 
   bool cross_rank(int a, int b) const { return s_.rank_of(a) != s_.rank_of(b); }
 
@@ -107,6 +111,9 @@ class Checker {
     require_before(pf, *pb, "its forward " + to_string(f), to_string(b));
     if (const Pos* pw = find(st, Op::Weight, mb))
       require_before(pb, *pw, to_string(b), to_string(Action{st, Op::Weight, mb}));
+    else if (splits_backward(st))
+      fail_at(*pb, to_string(b) + " has no " + to_string(Action{st, Op::Weight, mb}) + ": stage " +
+                       std::to_string(st) + " splits its backwards, so every micro-batch needs its W");
     if (st > 0) {  // input comes from stage st-1
       if (cross_rank(st - 1, st)) {
         const Action recv{st, Op::RecvAct, mb};
@@ -184,6 +191,7 @@ class Checker {
 
   const Schedule& s_;
   std::map<Key, Pos> pos_;
+  std::set<int> split_;  // stages with W actions
 };
 
 }  // namespace

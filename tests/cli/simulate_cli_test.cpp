@@ -48,6 +48,25 @@ TEST(SimulateCli, CostsChangeTheMakespan) {
   EXPECT_EQ(j["makespan"].get<double>(), 6.0);
 }
 
+// ZB-H1 splits each backward into B and W, so it takes three costs (default 1,1,1).
+TEST(SimulateCli, ZbH1TakesForwardInputAndWeightCosts) {
+  const auto j = nlohmann::json::parse(tpipe("simulate --schedule zb-h1 -p 4 -m 8 --json").text);
+  EXPECT_EQ(j["makespan"].get<double>(), 27.0);  // 3m + p - 1
+  EXPECT_EQ(j["bubble"].get<double>(), 3.0 / 27.0);
+  EXPECT_EQ(j["costs"]["weight"].get<double>(), 1.0);
+  EXPECT_EQ(j["peak_inflight_per_rank"], nlohmann::json::parse("[4,3,2,1]"));
+  EXPECT_EQ(j["actions"][3][8], "3W0");  // 3F0 3B0 3F1 3B1 3F2 3B2 3F3 3B3 3W0
+  const auto slow_w = nlohmann::json::parse(tpipe("simulate --schedule zb-h1 -p 2 -m 2 --costs 1,1,2 --json").text);
+  EXPECT_EQ(slow_w["makespan"].get<double>(), 9.0);  // rank 1: F0 B0 F1 B1 W0 W1 = 1+1+1+1+2+2 after F0 of rank 0
+  const auto out = tpipe("simulate --schedule zb-h1 --costs 1,2");
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text, "tpipe simulate: --costs '1,2': expected F,B,W[,COMM] such as 1,1,1 (non-negative numbers)\n");
+  const auto table = tpipe("simulate --schedule zb-h1 -p 4 -m 8");
+  EXPECT_NE(table.text.find("makespan 27, bubble 11.1% (ZB-H1 with F = B = W and m >= p: (p-1)/(3m+p-1) = 11.1%)"),
+            std::string::npos)
+      << table.text;
+}
+
 TEST(SimulateCli, TableShowsBubbleAndChart) {
   const auto out = tpipe("simulate --schedule gpipe --stages 2 --microbatches 2 --costs 1,1");
   ASSERT_EQ(out.status, 0) << out.text;
@@ -58,7 +77,7 @@ TEST(SimulateCli, TableShowsBubbleAndChart) {
 TEST(SimulateCli, BadFlagsGiveOneLineAndNonZeroExit) {
   auto out = tpipe("simulate --schedule zigzag --stages 2 --microbatches 2");
   EXPECT_EQ(out.status, 1);
-  EXPECT_EQ(out.text, "tpipe simulate: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b\n");
+  EXPECT_EQ(out.text, "tpipe simulate: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1\n");
   out = tpipe("simulate --stages 0");
   EXPECT_EQ(out.status, 1);
   EXPECT_EQ(out.text,
@@ -78,7 +97,7 @@ namespace {
 TEST(TrainCli, BadFlagsGiveOneLineBeforeAnyRankStarts) {
   auto out = tpipe("train --schedule zigzag");
   EXPECT_EQ(out.status, 1);
-  EXPECT_EQ(out.text, "tpipe train: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b\n");
+  EXPECT_EQ(out.text, "tpipe train: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1\n");
   out = tpipe("train --stages 9 --layers 2");
   EXPECT_EQ(out.status, 1);
   EXPECT_EQ(out.text,

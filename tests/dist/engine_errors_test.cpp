@@ -40,6 +40,15 @@ TEST(EngineErrors, BatchSmallerThanMicroBatchesNamesRankAndStage) {
             "larger batch");
 }
 
+TEST(EngineErrors, ATieKeyThatIsALayerNameIsRefused) {
+  const auto errors = run_ranks(1, [](Communicator& comm) {
+    auto layers = tied_toy_model().layers();
+    layers[1].name = "a";  // block0 renamed to the key of a tie
+    PipelineEngine e(layers, fidelity_loss(), fidelity_optimizer(), comm, options(2));
+  });
+  EXPECT_EQ(errors[0], "[rank 0] the tied weight 'a' has the name of a layer; give the tie another key");
+}
+
 TEST(EngineErrors, LossThatIsNotANumberIsAShapeErrorAtTheAction) {
   const auto errors = run_ranks(2, [](Communicator& comm) {
     LossFn bad = [](const Payload& out, const Payload& tgt) { return (out[0] - tgt[0]).pow(2); };

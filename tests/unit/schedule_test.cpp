@@ -34,6 +34,16 @@ TEST(Action, RejectsMalformedText) {
   }
 }
 
+TEST(Generators, ZbH1P3M4) {
+  EXPECT_EQ(rows(zb_h1_schedule(3, 4), true), (std::vector<std::string>{
+      "0F0 0F1 0F2 0B0 0W0 0F3 0B1 0W1 0B2 0W2 0B3 0W3",
+      "1F0 1F1 1B0 1F2 1B1 1W0 1F3 1B2 1W1 1B3 1W2 1W3",
+      "2F0 2B0 2F1 2B1 2F2 2B2 2W0 2F3 2B3 2W1 2W2 2W3"}));
+  // Fewer micro-batches than stages: the warm-up is cut short, every W still follows its B.
+  EXPECT_EQ(rows(zb_h1_schedule(3, 1), true),
+            (std::vector<std::string>{"0F0 0B0 0W0", "1F0 1B0 1W0", "2F0 2B0 2W0"}));
+}
+
 TEST(Generators, GPipeP3M4) {
   EXPECT_EQ(rows(gpipe_schedule(3, 4), true), (std::vector<std::string>{
       "0F0 0F1 0F2 0F3 0B0 0B1 0B2 0B3",
@@ -92,7 +102,7 @@ TEST(Generators, UnknownNameListsTheKnownOnes) {
     make_schedule("zigzag", 2, 2);
     FAIL();
   } catch (const ConfigError& e) {
-    EXPECT_STREQ(e.what(), "unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b");
+    EXPECT_STREQ(e.what(), "unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1");
   }
   EXPECT_THROW(make_schedule("gpipe", 0, 2), ConfigError);
   EXPECT_THROW(make_schedule("1f1b", 2, 0), ConfigError);

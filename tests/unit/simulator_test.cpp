@@ -18,6 +18,27 @@ TEST(Simulator, BubbleIsExactlyTheClosedFormForGPipeAnd1F1B) {
       }
 }
 
+// Qi et al., "Zero Bubble Pipeline Parallelism" (ICLR 2024), section 3.1: with T_F = T_B = T_W,
+// ZB-H1 idles p-1 units per stage against 1F1B's 3(p-1), so for m >= p the step takes 3m + p - 1
+// units and the bubble is (p-1)/(3m+p-1); F and B keep 1F1B's in-flight limit.
+TEST(Simulator, ZbH1BubbleIsTheClosedFormAndItsInFlightIs1F1Bs) {
+  Costs unit;
+  unit.forward = unit.backward = unit.weight = 1;
+  for (int p : {1, 2, 3, 4, 5, 8})
+    for (int m = p; m <= 3 * p + 1; ++m) {
+      const SimResult r = simulate(make_schedule("zb-h1", p, m), unit);
+      EXPECT_EQ(r.makespan, 3.0 * m + p - 1) << "p=" << p << " m=" << m;
+      EXPECT_EQ(r.bubble, static_cast<double>(p - 1) / (3 * m + p - 1)) << "p=" << p << " m=" << m;
+      EXPECT_EQ(r.peak_inflight_per_rank, simulate(make_schedule("1f1b", p, m)).peak_inflight_per_rank)
+          << "p=" << p << " m=" << m;
+    }
+  // Against 1F1B at the same total backward cost (B + W = 2): a third of its idle time.
+  const SimResult f = simulate(make_schedule("1f1b", 4, 8));
+  const SimResult z = simulate(make_schedule("zb-h1", 4, 8), unit);
+  EXPECT_EQ(f.makespan - 3 * 8, 3.0 * (4 - 1));
+  EXPECT_EQ(z.makespan - 3 * 8, 1.0 * (4 - 1));
+}
+
 TEST(Simulator, PeakInFlight) {
   const int p = 4, m = 8;
   const SimResult g = simulate(make_schedule("gpipe", p, m));

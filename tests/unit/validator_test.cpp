@@ -55,6 +55,22 @@ TEST(Validator, FindsAPlantedMissingBackward) {
   EXPECT_EQ(e.substr(0, e.find('\n')), "invalid planted schedule: rank 1: backward 1B1 is missing");
 }
 
+TEST(Validator, AStageThatSplitsItsBackwardNeedsEveryW) {
+  Schedule one;
+  one.name = "planted";
+  one.num_microbatches = 2;
+  one.stage_rank = {0};
+  one.ranks = {parse_actions("0F0 0F1 0B0 0W0 0B1")};
+  EXPECT_EQ(error_of(one), "invalid planted schedule: rank 0: 0B1 has no 0W1: stage 0 splits its backwards, so every "
+                           "micro-batch needs its W\n"
+                           "rank 0 | 0F0 0F1 0B0 0W0 >0B1<\n");
+  one.ranks = {parse_actions("0F0 0F1 0W0 0B0 0B1 0W1")};
+  EXPECT_EQ(error_of(one), "invalid planted schedule: rank 0: 0W0 comes before 0B0\n"
+                           "rank 0 | 0F0 0F1 >0W0< 0B0 0B1 0W1\n");
+  one.ranks = {parse_actions("0F0 0F1 0B0 0W0 0B1 0W1 0STEP 0W1")};
+  EXPECT_NE(error_of(one).find("0W1 is repeated"), std::string::npos);
+}
+
 TEST(Validator, BackwardBeforeForwardIsMarked) {
   const Schedule s = two_ranks("0B0 0F0", "", 1);
   Schedule one = s;
