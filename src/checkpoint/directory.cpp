@@ -1,9 +1,14 @@
 // Naming, finding, publishing and pruning checkpoint directories (see directory.h).
 #include "tpipe/checkpoint/directory.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -88,24 +93,25 @@ std::string resolve_checkpoint(const std::string& path) {
 }
 
 void publish_checkpoint(const std::string& partial, const std::string& root, const std::string& name) {
-  const fs::path target = fs::path(root) / name, old = fs::path(root) / (".replaced-" + name);
+  const fs::path target = fs::path(root) / name;
   std::error_code ec;
   if (fs::exists(target, ec)) {
-    remove_tree(old, "an earlier replaced checkpoint");
-    fs::rename(target, old, ec);
-    if (ec) throw ConfigError("cannot replace " + target.string() + ": " + ec.message());
+    // One atomic swap: at every moment a complete checkpoint of this name exists.
+    if (::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) != 0)
+      throw ConfigError("cannot replace " + target.string() + ": " + std::strerror(errno));
+  } else {
+    fs::rename(partial, target, ec);
+    if (ec) throw ConfigError("cannot move " + partial + " to " + target.string() + ": " + ec.message());
   }
-  fs::rename(partial, target, ec);
-  if (ec) throw ConfigError("cannot move " + partial + " to " + target.string() + ": " + ec.message());
   write_file_atomic((fs::path(root) / "latest").string(), name + "\n");
-  remove_tree(old, "the checkpoint it replaced");
+  remove_tree(partial, "the checkpoint it replaced");  // after a swap, the old one is there
 }
 
 void remove_partials(const std::string& root) {
   std::error_code ec;
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string n = it->path().filename().string();
-    if (n.rfind(".partial-", 0) == 0 || n.rfind(".replaced-", 0) == 0) remove_tree(it->path(), "left by a crash");
+    if (n.rfind(".partial-", 0) == 0 || n.rfind(".removing-", 0) == 0) remove_tree(it->path(), "left by a crash");
   }
 }
 
@@ -122,7 +128,12 @@ std::vector<std::string> prune_checkpoints(const std::string& root, int keep) {
       at != all.end())
     end = at + 1;
   for (auto it = all.begin(); end - it > keep; ++it) {
-    remove_tree(*it, "--keep");
+    // Renamed first, so a crash mid-removal never leaves a manifest over missing files.
+    const fs::path doomed = fs::path(root) / (".removing-" + fs::path(*it).filename().string());
+    std::error_code ec;
+    fs::rename(*it, doomed, ec);
+    if (ec) throw ConfigError("cannot remove " + *it + " (--keep): " + ec.message());
+    remove_tree(doomed, "--keep");
     removed.push_back(*it);
   }
   return removed;

@@ -44,6 +44,7 @@ nlohmann::json to_json(const Manifest& m) {
            {{"pp", m.layout.pp}, {"dp", m.layout.dp}, {"partition", m.layout.partition},
             {"schedule", m.layout.schedule}, {"microbatches", m.layout.microbatches}}},
           {"optimizer", m.optimizer},
+          {"learning_rates", m.learning_rates},
           {"layers", layers},
           {"modules", modules},
           {"files", files},
@@ -51,7 +52,7 @@ nlohmann::json to_json(const Manifest& m) {
 }
 
 Manifest manifest_from_json(const nlohmann::json& j, const std::string& path) {
-  if (!j.is_object() || j.value("format", "") != kFormat)
+  if (!j.is_object() || !j.contains("format") || !j["format"].is_string() || j["format"] != kFormat)
     throw ConfigError(path + " is not a tpipe checkpoint manifest (no \"format\": \"" + kFormat + "\")");
   Manifest m;
   try {
@@ -65,6 +66,7 @@ Manifest manifest_from_json(const nlohmann::json& j, const std::string& path) {
     m.layout = {lay.at("pp"), lay.at("dp"), lay.at("partition").get<std::vector<int>>(), lay.at("schedule"),
                 lay.at("microbatches")};
     m.optimizer = j.at("optimizer").get<std::string>();
+    m.learning_rates = j.value("learning_rates", std::vector<double>{});
     for (const auto& l : j.at("layers")) m.layers.push_back({l.at("name"), l.value("tie", "")});
     for (const auto& [key, mod] : j.at("modules").items())
       m.modules[key] = {mod.at("file"), mod.at("optimizer_file"), tensors_from(mod.at("parameters")),

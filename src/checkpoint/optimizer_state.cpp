@@ -121,11 +121,38 @@ std::string check(const at::Tensor& param, const std::map<std::string, at::Tenso
   return "";
 }
 
+// The options of the parameter group holding `param`.
+const torch::optim::OptimizerOptions* options_of(const torch::optim::Optimizer& opt, const at::Tensor& param) {
+  for (const auto& g : opt.param_groups())
+    for (const auto& p : g.params())
+      if (p.unsafeGetTensorImpl() == param.unsafeGetTensorImpl()) return &g.options();
+  return nullptr;
+}
+
+// Whether these options use an optional field: AMSGrad's maximum, RMSprop's momentum buffer and
+// (centered) gradient average. LibTorch creates them as zeros with the state; so does a load.
+bool uses(const torch::optim::OptimizerOptions* o, const std::string& field) {
+  if (!o) return false;
+  if (field == "max_exp_avg_sq") {
+    if (auto* a = dynamic_cast<const torch::optim::AdamOptions*>(o)) return a->amsgrad();
+    if (auto* a = dynamic_cast<const torch::optim::AdamWOptions*>(o)) return a->amsgrad();
+  }
+  if (auto* r = dynamic_cast<const torch::optim::RMSpropOptions*>(o)) {
+    if (field == "momentum_buffer") return r->momentum() > 0;
+    if (field == "grad_avg") return r->centered();
+  }
+  return false;
+}
+
 template <class State>
 void set_state(torch::optim::Optimizer& opt, const at::Tensor& param, const std::map<std::string, at::Tensor>& given) {
   auto s = std::make_unique<State>();
+  const auto* options = options_of(opt, param);
   for (const auto& f : fields<State>())
-    if (auto it = given.find(f.name); it != given.end()) f.set(*s, it->second);
+    if (auto it = given.find(f.name); it != given.end())
+      f.set(*s, it->second);
+    else if (!f.required && uses(options, f.name))
+      f.set(*s, at::zeros_like(param));
   opt.state()[key_of(param)] = std::move(s);
 }
 

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
 
 #include "tpipe/error.h"
@@ -34,9 +35,18 @@ FileDigest write_tensors(const std::string& path, const NamedTensors& tensors) {
   AtomicFile out(path);
   Sha256 hash;
   FileDigest d;
+  // A failed write (a full disk) must not throw through the zip writer: its destructor would
+  // write again and throw a second time. The first error is kept and thrown once it is done.
+  std::exception_ptr failed;
   {
     caffe2::serialize::PyTorchStreamWriter zip([&](const void* data, size_t n) {
-      out.write(data, n);
+      if (failed) return n;
+      try {
+        out.write(data, n);
+      } catch (...) {
+        failed = std::current_exception();
+        return n;
+      }
       hash.add(data, n);
       d.bytes += static_cast<std::int64_t>(n);
       return n;
@@ -44,6 +54,7 @@ FileDigest write_tensors(const std::string& path, const NamedTensors& tensors) {
     torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), zip);
     zip.writeEndOfFile();
   }
+  if (failed) std::rethrow_exception(failed);
   out.commit();
   d.sha256 = hash.hex();
   return d;

@@ -112,9 +112,12 @@ CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& 
     err = attempt(where, [&] {
       if (!nlohmann::json::accept(extra_json))  // refused before anything is written
         throw ConfigError("the extra state to save is not valid JSON: " + extra_json.substr(0, 80));
-      std::filesystem::create_directories(root);
+      std::error_code ec;
+      std::filesystem::create_directories(root, ec);
+      if (ec) throw ConfigError("cannot create the checkpoint directory " + root + ": " + ec.message());
       checkpoint::remove_partials(root);
-      std::filesystem::create_directories(partial);
+      std::filesystem::create_directories(partial, ec);
+      if (ec) throw ConfigError("cannot create the checkpoint directory " + partial + ": " + ec.message());
     });
   agree(I.comm, outcome(err), "checkpoint: preparing " + partial);
 
@@ -175,6 +178,8 @@ CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& 
       }
       for (const auto& l : m.layers)
         if (!m.modules.count(l.module())) throw Error("no rank wrote module '" + l.module() + "'");
+      if (I.optimizer)
+        for (const auto& g : I.optimizer->param_groups()) m.learning_rates.push_back(g.options().get_lr());
       write_file_atomic(partial + "/manifest.json", checkpoint::to_json(m).dump(1) + "\n");
       checkpoint::publish_checkpoint(partial, root, name);
     });
@@ -198,9 +203,12 @@ CheckpointInfo PipelineEngine::load(const std::string& path) {
   std::vector<std::pair<at::Tensor, std::map<std::string, at::Tensor>>> states;
   at::Tensor rng;
   Manifest m;
+  // Rank 0 decides which checkpoint (`latest` may move while the ranks look), all read that one.
   std::string dir;
-  const std::string err = attempt(where, [&] {
-    dir = checkpoint::resolve_checkpoint(path);
+  std::string err;
+  if (rank == 0) err = attempt(where, [&] { dir = checkpoint::resolve_checkpoint(path); });
+  dir = agree(I.comm, outcome(err, dir), "checkpoint: finding " + path).at(0);
+  err = attempt(where, [&] {
     m = checkpoint::read_manifest(dir);
     checkpoint::check_layers(m, I.model_layers, dir);
     const std::string kind = checkpoint::optimizer_kind(I.optimizer.get());
@@ -255,6 +263,10 @@ CheckpointInfo PipelineEngine::load(const std::string& path) {
     for (auto& a : assigns) a.target.copy_(a.value);
   }
   for (auto& [p, fields] : states) checkpoint::set_optimizer_state(*I.optimizer, p, fields);
+  // The learning rate a scheduler last set, when the parameter groups are alike.
+  if (I.optimizer && m.learning_rates.size() == I.optimizer->param_groups().size())
+    for (std::size_t i = 0; i < m.learning_rates.size(); ++i)
+      I.optimizer->param_groups()[i].options().set_lr(m.learning_rates[i]);
   if (rng.defined()) set_rng_state(rng);
   I.steps_done = m.step;
   return {dir, m.step, m.layout.pp, m.layout.dp, m.layout.partition, m.layout.schedule, m.layout.microbatches,

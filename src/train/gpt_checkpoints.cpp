@@ -54,17 +54,18 @@ std::optional<std::string> checkpoint_to_resume(const TrainConfig& c) {
   }
   const checkpoint::Manifest m = checkpoint::read_manifest(dir);
   const auto extra = nlohmann::json::parse(m.extra);
-  if (extra.value("trainer", "") != kTrainer || !extra.contains("config"))
+  if (!extra.is_object() || !extra.contains("trainer") || extra["trainer"] != kTrainer || !extra.contains("config") ||
+      !extra["config"].is_object())
     throw ConfigError("checkpoint " + dir + " was not saved by tpipe train, so it cannot be resumed by it (load it "
                       "with PipelineEngine::load)");
   const auto& saved = extra.at("config");
   const auto now = to_json(c);
   for (const auto& [key, flag] : kSame)
-    if (saved.at(key) != now.at(key))
+    if (!saved.contains(key) || saved.at(key) != now.at(key))
       throw ConfigError(std::string(flag) + " " + now.at(key).dump() + " differs from the run in " + dir + " (" +
                         saved.at(key).dump() + "): a resumed run needs the same model, --seed, --data and " +
                         "--optimizer");
-  if (saved.at("steps") != now.at("steps"))
+  if (!saved.contains("steps") || saved.at("steps") != now.at("steps"))
     throw ConfigError("--steps " + now.at("steps").dump() + " differs from the run in " + dir + " (" +
                       saved.at("steps").dump() + " steps): its warm-up and cosine learning-rate schedule are " +
                       "functions of --steps; resume with --steps " + saved.at("steps").dump() + ", or start a new run");
@@ -91,8 +92,13 @@ std::string describe_resume(const TrainConfig& c, const CheckpointInfo& info, co
                   std::to_string(c.steps) + "; saved at " +
                   layout(info.pp, info.dp, info.schedule, info.microbatches, join(info.partition)) + ", now " +
                   layout(c.stages, c.dp, c.schedule, c.microbatches, join(partition));
-  const int before = global_batch(nlohmann::json::parse(info.extra).at("config"));
+  const auto saved = nlohmann::json::parse(info.extra).at("config");
+  const int before = global_batch(saved);
   const int now = global_batch(to_json(c));
+  for (const auto& [key, flag] : {std::pair{"lr", "--lr"}, {"clip", "--clip"}})
+    if (saved.at(key) != to_json(c).at(key))
+      s += std::string("\n") + flag + " changes from " + saved.at(key).dump() + " to " + to_json(c).at(key).dump() +
+           ": the rest of the run follows the new value";
   if (before != now)
     s += "\nthe global batch changes from " + std::to_string(before) + " to " + std::to_string(now) +
          " sequences (micro-batch size x micro-batches x dp): from here the steps see other batches than the "

@@ -113,6 +113,8 @@ void check_train_config(const TrainConfig& c) {
   require(c.keep >= 0, "--keep must be >= 0 (0: keep every checkpoint)");
   require(c.stop_after >= 0 && c.stop_after <= c.steps,
           "--stop-after must be between 0 (off) and --steps " + std::to_string(c.steps));
+  require(c.stop_after == 0 || c.checkpoints != "-",
+          "--stop-after ends the run with a checkpoint to resume from, but --checkpoints is '-'");
   make_schedule(c.schedule, c.stages, c.microbatches);  // an unknown name says which ones exist
   GptConfig g = model_config(c, 2);
   check_config(g);
@@ -210,8 +212,12 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
     if (root.empty()) return;
     s.checkpoint = engine.save(root, trainer_state(c, step)).path;
     std::string line = "saved checkpoint " + s.checkpoint;
-    if (comm.rank() == 0 && c.keep > 0)
-      for (const auto& gone : checkpoint::prune_checkpoints(root, c.keep)) line += "; removed " + gone + " (--keep)";
+    // Pruning is rank 0's alone and must not stop the run: a failure is reported, not thrown.
+    if (comm.rank() == 0 && c.keep > 0) try {
+        for (const auto& gone : checkpoint::prune_checkpoints(root, c.keep)) line += "; removed " + gone + " (--keep)";
+      } catch (const std::exception& e) {
+        line += std::string("; --keep could not remove older ones: ") + e.what();
+      }
     tell(line);
   };
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <cmath>
 #include <fstream>
 #include <mutex>
 
@@ -191,6 +192,29 @@ TEST(Reshard, Pp2Dp2ToPp3Dp1) { EXPECT_LE(reshard_error({2, 2}, {3, 1}), 1e-10);
 TEST(Reshard, Pp2Dp2ToOneProcess) { EXPECT_LE(reshard_error({2, 2}, {1, 1}), 1e-10); }
 TEST(Reshard, Pp3Dp1ToPp2Dp2) { EXPECT_LE(reshard_error({3, 1}, {2, 2}), 1e-10); }
 TEST(Reshard, OneProcessToPp2Dp2) { EXPECT_LE(reshard_error({1, 1}, {2, 2}), 1e-10); }
+
+// The learning rate a scheduler set comes back with the checkpoint; a state saved without
+// AMSGrad's maximum loads into an optimizer that uses it (as zeros, as LibTorch starts it).
+TEST(CheckpointState, LearningRatesAndAMSGradComeBack) {
+  const TempDir root;
+  ModelDef model = gpt_model(at::kDouble, "adam", std::nullopt);
+  expect_ranks_ok(2, [&](Communicator& comm) {
+    auto e = make_engine(model, comm, layout("1f1b", 2, 1));
+    train(*e, model, 8, 0, 2);
+    for (auto& g : e->optimizer()->param_groups()) g.options().set_lr(0.0042);
+    e->save(root.path);
+  });
+  model.optimizer = [](std::vector<at::Tensor> p) -> std::unique_ptr<torch::optim::Optimizer> {
+    return std::make_unique<torch::optim::Adam>(p, torch::optim::AdamOptions(1e-2).amsgrad(true));
+  };
+  expect_ranks_ok(2, [&](Communicator& comm) {
+    auto e = make_engine(model, comm, layout("1f1b", 2, 1));
+    e->load(root.path);
+    for (auto& g : e->optimizer()->param_groups()) EXPECT_EQ(g.options().get_lr(), 0.0042);
+    const auto losses = train(*e, model, 8, 2, 3);
+    EXPECT_TRUE(std::isfinite(losses.at(0)));
+  });
+}
 
 // ---- bad checkpoints ---------------------------------------------------------------------
 

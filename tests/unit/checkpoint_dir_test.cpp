@@ -110,7 +110,7 @@ TEST(CheckpointDir, KeepRemovesTheOldestUpToLatest) {
 TEST(CheckpointDir, LeftoversOfACrashAreRemoved) {
   Root r;
   r.make(".partial-step-000010");
-  r.make(".replaced-step-000005");
+  r.make(".removing-step-000005");
   r.make("step-000005");
   remove_partials(r.path);
   EXPECT_EQ(std::distance(fs::directory_iterator(r.path), fs::directory_iterator()), 1);

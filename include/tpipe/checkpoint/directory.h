@@ -4,6 +4,7 @@
 //   <root>/step-000590/      complete (has manifest.json)
 //   <root>/step-000600/      complete; <root>/latest holds "step-000600"
 //   <root>/.partial-step-000610/   a save in progress, or one that a crash interrupted: ignored
+//   <root>/.removing-step-000500/  a checkpoint being pruned (--keep): ignored
 #pragma once
 
 #include <cstdint>
@@ -27,12 +28,12 @@ std::string resolve_checkpoint(const std::string& path);
 // The same, but std::nullopt instead of an error when `root` holds no complete checkpoint.
 std::optional<std::string> find_checkpoint(const std::string& root);
 
-// Moves the finished `partial` directory to <root>/<name> (replacing an older one of that name),
-// then points <root>/latest at it. Each step is a rename, so a crash leaves either the old or
-// the new checkpoint complete.
+// Moves the finished `partial` directory to <root>/<name> (an older one of that name is swapped
+// out atomically and removed), then points <root>/latest at it. A crash at any moment leaves a
+// complete checkpoint of that name, the old or the new.
 void publish_checkpoint(const std::string& partial, const std::string& root, const std::string& name);
 
-// Removes leftovers of interrupted saves (.partial-*) under `root`.
+// Removes leftovers of interrupted saves and prunes (.partial-*, .removing-*) under `root`.
 void remove_partials(const std::string& root);
 
 // Keeps the `keep` newest complete checkpoints up to the one <root>/latest names (by step) and

@@ -58,6 +58,7 @@ struct Manifest {
   std::int64_t step = 0;
   Layout layout;
   std::string optimizer;  // "AdamW", "SGD", ...; empty: none
+  std::vector<double> learning_rates;  // of rank 0's parameter groups (a scheduler's last setting)
   std::vector<LayerEntry> layers;
   std::map<std::string, ModuleEntry> modules;
   std::map<std::string, FileDigest> files;  // every file of the checkpoint except the manifest
