@@ -67,7 +67,8 @@ int simulate_main(int argc, char** argv) {
   int stages = 4, microbatches = 8;
   bool json = false;
   std::string svg_path;
-  app.add_option("--schedule", schedule, "naive | gpipe | 1f1b | zb-h1")->capture_default_str();
+  app.add_option("--schedule", schedule, "naive | gpipe | 1f1b | zb-h1, or a file of actions (one line per rank)")
+      ->capture_default_str();
   app.add_option("--stages,-p", stages, "number of pipeline stages (one per rank)")->capture_default_str();
   app.add_option("--microbatches,-m", microbatches, "micro-batches per mini-batch")->capture_default_str();
   app.add_option("--costs", costs_text,

@@ -2,10 +2,12 @@
 #include "tpipe/schedule/generators.h"
 
 #include <algorithm>
+#include <fstream>
 #include <numeric>
 
 #include "tpipe/error.h"
 #include "tpipe/schedule/comm_pass.h"
+#include "tpipe/schedule/schedule_file.h"
 #include "tpipe/schedule/validator.h"
 
 namespace tpipe {
@@ -116,10 +118,12 @@ Schedule make_schedule(const std::string& name, int stages, int microbatches) {
     compute = one_f_one_b_schedule(stages, microbatches);
   } else if (name == "zb-h1") {
     compute = zb_h1_schedule(stages, microbatches);
+  } else if (std::ifstream(name).good()) {
+    compute = schedule_from_file(name, stages, microbatches);
   } else {
     std::string known;
     for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
-    throw ConfigError("unknown schedule '" + name + "'; known schedules: " + known);
+    throw ConfigError("unknown schedule '" + name + "'; known schedules: " + known + ", or a file of actions");
   }
   Schedule full = insert_comms(compute);
   validate(full);

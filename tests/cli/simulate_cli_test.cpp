@@ -77,7 +77,7 @@ TEST(SimulateCli, TableShowsBubbleAndChart) {
 TEST(SimulateCli, BadFlagsGiveOneLineAndNonZeroExit) {
   auto out = tpipe("simulate --schedule zigzag --stages 2 --microbatches 2");
   EXPECT_EQ(out.status, 1);
-  EXPECT_EQ(out.text, "tpipe simulate: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1\n");
+  EXPECT_EQ(out.text, "tpipe simulate: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1, or a file of actions\n");
   out = tpipe("simulate --stages 0");
   EXPECT_EQ(out.status, 1);
   EXPECT_EQ(out.text,
@@ -97,7 +97,7 @@ namespace {
 TEST(TrainCli, BadFlagsGiveOneLineBeforeAnyRankStarts) {
   auto out = tpipe("train --schedule zigzag");
   EXPECT_EQ(out.status, 1);
-  EXPECT_EQ(out.text, "tpipe train: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1\n");
+  EXPECT_EQ(out.text, "tpipe train: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1, or a file of actions\n");
   out = tpipe("train --stages 9 --layers 2");
   EXPECT_EQ(out.status, 1);
   EXPECT_EQ(out.text,

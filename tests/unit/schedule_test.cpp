@@ -102,7 +102,7 @@ TEST(Generators, UnknownNameListsTheKnownOnes) {
     make_schedule("zigzag", 2, 2);
     FAIL();
   } catch (const ConfigError& e) {
-    EXPECT_STREQ(e.what(), "unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1");
+    EXPECT_STREQ(e.what(), "unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1, or a file of actions");
   }
   EXPECT_THROW(make_schedule("gpipe", 0, 2), ConfigError);
   EXPECT_THROW(make_schedule("1f1b", 2, 0), ConfigError);

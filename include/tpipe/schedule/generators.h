@@ -42,8 +42,9 @@ Schedule forward_schedule(int stages, int microbatches);
 // The names accepted by make_schedule, in a stable order: "naive", "gpipe", "1f1b", "zb-h1".
 const std::vector<std::string>& schedule_names();
 
-// Generator by name, with sends/receives inserted and validated. Throws ConfigError for an
-// unknown name or p, m < 1.
+// Generator by name, or a schedule file (schedule_file.h) when `name` is a readable file; with
+// sends/receives inserted and validated. Throws ConfigError for an unknown name or p, m < 1,
+// ScheduleError for a file that is malformed or would deadlock.
 Schedule make_schedule(const std::string& name, int stages, int microbatches);
 
 }  // namespace tpipe
