@@ -6,7 +6,7 @@
 // configuration once per round, in the same order, for several rounds, and reports medians:
 //   - one process: the whole batch; the m micro-batches serially, alone and as a concurrent pair
 //     (the same serial work in two processes at once), which gives the concurrent GPipe bound;
-//   - tpipe gpipe and 1f1b over 2 processes (`tpipe run -n 2`);
+//   - tpipe gpipe, 1f1b and zb-h1 over 2 processes (`tpipe run -n 2`);
 //   - peers (bench/peers.py, Debian's python3-torch; skipped with a message without it): PyTorch
 //     one process and serial, torch.distributed.pipeline.sync.Pipe, and a GPipe loop over
 //     torch.distributed Gloo send/recv in 2 processes;
@@ -105,6 +105,7 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
       {"  the same, two processes at once", run2 + self + " --mode serial" + common},
       {"tpipe gpipe, pp=2", run2 + self + " --mode pipe --schedule gpipe" + common, 2},
       {"tpipe 1f1b, pp=2", run2 + self + " --mode pipe --schedule 1f1b" + common, 2},
+      {"tpipe zb-h1, pp=2", run2 + self + " --mode pipe --schedule zb-h1" + common, 2},
   };
   const std::string py = python + " " + peers + " --steps " + std::to_string(w.steps) + " --batch " +
                          std::to_string(w.batch);
@@ -178,7 +179,7 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
               "kernel)\n\n",
               peak, doctor["kernel"].get<std::string>().c_str());
 
-  for (int i : {3, 4}) {
+  for (int i : {3, 4, 5}) {
     std::printf("%s: bubble measured %.1f%%, simulated from the same step's action costs and a message latency of "
                 "%.2f ms: %.1f%%; the actions of all ranks span %.0f ms of the step's %.0f ms; recording costs %.2f%% "
                 "of a step\n",
@@ -192,8 +193,9 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
                  f = op_median(cs[4], op);
     std::printf("  %-32s %12.2f %12.2f %12.2f %11.2f %11.2f\n", op, alone, in_pair, g, f, f / in_pair);
   }
-  std::printf("\npeak activations held, stage 0 (stash and sends):  gpipe %.1f MiB   1f1b %.1f MiB\n",
-              report_median(cs[3], "peak_bytes") / (1 << 20), report_median(cs[4], "peak_bytes") / (1 << 20));
+  std::printf("\npeak activations held, stage 0 (stash and sends):  gpipe %.1f MiB   1f1b %.1f MiB   zb-h1 %.1f MiB\n",
+              report_median(cs[3], "peak_bytes") / (1 << 20), report_median(cs[4], "peak_bytes") / (1 << 20),
+              report_median(cs[5], "peak_bytes") / (1 << 20));
   std::printf("all-reduce share of the step: dp=2 %.1f%%, pp=2 x dp=2 %.1f%% (%u cores: 4 ranks oversubscribe them)\n",
               100 * report_median(once[0], "reduce_s") / med(once[0]),
               100 * report_median(once[1], "reduce_s") / med(once[1]), std::thread::hardware_concurrency());
