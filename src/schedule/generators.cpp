@@ -77,17 +77,16 @@ Schedule one_f_one_b_schedule(int stages, int microbatches) {
 // for the last B's; the rest of its W's drain at the end. F and B keep 1F1B's in-flight limit.
 Schedule zb_h1_schedule(int stages, int microbatches) {
   check_sizes("zb-h1", stages, microbatches);
-  Schedule s = empty_schedule("zb-h1", stages, microbatches);
+  Schedule s = one_f_one_b_schedule(stages, microbatches);
+  s.name = "zb-h1";
   for (int st = 0; st < stages; ++st) {
-    auto& list = s.ranks[st];
-    const int warmup = std::min(stages - 1 - st, microbatches);
-    for (int mb = 0; mb < warmup; ++mb) list.push_back({st, Op::Forward, mb});
-    for (int k = 0; k < microbatches; ++k) {
-      if (k + warmup < microbatches) list.push_back({st, Op::Forward, k + warmup});
-      list.push_back({st, Op::Backward, k});
-      if (k >= st) list.push_back({st, Op::Weight, k - st});
+    std::vector<Action> list;
+    for (const Action& a : s.ranks[st]) {
+      list.push_back(a);
+      if (a.op == Op::Backward && a.mb >= st) list.push_back({st, Op::Weight, a.mb - st});
     }
     for (int mb = std::max(0, microbatches - st); mb < microbatches; ++mb) list.push_back({st, Op::Weight, mb});
+    s.ranks[st] = std::move(list);
   }
   return s;
 }
