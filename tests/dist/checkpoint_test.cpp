@@ -74,6 +74,8 @@ struct ResumeCase {
   int pp, dp;
 };
 
+void PrintTo(const ResumeCase& c, std::ostream* os) { *os << c.name; }
+
 ModelDef model_named(const std::string& name) {
   if (name == "tied_toy_f64_sgd") {
     ModelDef m = tied_toy_model();
