@@ -67,6 +67,7 @@ std::shared_ptr<Node> accumulator(const at::Tensor& t) { return torch::autograd:
 SplitBackward::SplitBackward(const std::vector<at::Tensor>& roots, const std::vector<at::Tensor>& seeds,
                              const std::vector<at::Tensor>& inputs, const std::vector<at::Tensor>& params)
     : roots_(roots), seeds_(seeds) {
+  if (roots.empty()) return;  // no gradient flows through this micro-batch: nothing to split
   std::vector<at::Tensor> wanted;  // the inputs that are in the graph
   std::unordered_set<Node*> input_nodes;
   for (const auto& t : inputs)

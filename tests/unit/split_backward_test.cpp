@@ -80,3 +80,21 @@ TEST(SplitBackward, AFirstStageDoesEverythingInW) {
 
 }  // namespace
 }  // namespace tpipe
+
+namespace tpipe {
+namespace {
+
+// No gradient flows through the micro-batch (its output does not need one): B and W do nothing.
+TEST(SplitBackward, NothingToSplitIsFine) {
+  std::vector<LayerPtr> ls{function_layer([](const Payload& in) { return Payload{in[0].detach() * 2}; })};
+  Stage st(1, 3, std::move(ls), {"cut"});
+  const at::Tensor x = torch::randn({4, 6}, torch::kDouble);
+  st.forward(0, {x}, true, {});
+  const Payload in = st.backward(0, {torch::ones({4, 6}, torch::kDouble)}, {}, true);
+  EXPECT_FALSE(in[0].defined() && in[0].abs().sum().item<double>() != 0);
+  st.backward_weight(0, {});
+  EXPECT_EQ(st.stashed_bytes(), 0);
+}
+
+}  // namespace
+}  // namespace tpipe
