@@ -5,6 +5,10 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 .PHONY: all deps configure build test test-core demo example bench clean
 
+# ccache keys compilations on paths relative to the checkout, so another clone of the project (a
+# CI checkout, a second worktree) reuses what this one compiled.
+export CCACHE_BASEDIR := $(CURDIR)
+
 all: build
 
 deps:
@@ -19,7 +23,7 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
-	cd $(BUILD) && OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} ctest --output-on-failure -j 1
+	cd $(BUILD) && OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} ctest --output-on-failure -j $(JOBS)
 
 # The torch-free core alone: seconds, no LibTorch compile.
 test-core: configure
