@@ -62,7 +62,9 @@ TEST(Trace, GPipeStepHasEveryForwardAndBackwardOnItsRank) {
     EXPECT_EQ((count[{r, Op::Forward}]), kMicro) << r;
     EXPECT_EQ((count[{r, Op::Backward}]), kMicro) << r;
   }
-  EXPECT_GT(traces[1].start_us(), traces[0].end_us() - 1.0) << "steps follow one another on one clock";
+  // Ranks' clocks are aligned to rank 0's within half a sync round trip, which a loaded machine
+  // (tests running side by side) stretches to a few hundred microseconds; steps last far longer.
+  EXPECT_GT(traces[1].start_us(), traces[0].end_us() - 1000.0) << "steps follow one another on one clock";
 }
 
 TEST(Trace, EveryMessageIsOneFlowAndReceivesEndAfterTheirSends) {
@@ -84,8 +86,8 @@ TEST(Trace, EveryMessageIsOneFlowAndReceivesEndAfterTheirSends) {
     EXPECT_EQ(e.peer, it->second->rank);
     EXPECT_GT(e.bytes, 0);
     EXPECT_EQ(e.bytes, it->second->bytes);
-    // Clocks are aligned to well under a millisecond on one machine.
-    EXPECT_GE(it->second->end_us + 500.0, e.start_us) << to_string(e.action);
+    // Clocks are aligned to a millisecond on one machine, even a loaded one (see above).
+    EXPECT_GE(it->second->end_us + 1000.0, e.start_us) << to_string(e.action);
   }
   const nlohmann::json doc = trace::chrome_trace(traces);
   std::map<long long, int> starts, ends;
