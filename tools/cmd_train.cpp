@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "progress.h"
+#include "tpipe/checkpoint/inspect.h"
 #include "tpipe/launcher.h"
 #include "tpipe/machine/doctor.h"
 #include "tpipe/train/gpt_trainer.h"
@@ -161,7 +162,13 @@ int train_main(int argc, char** argv) {
     if (o->count() > 0) apply(c);
   check_train_config(c);
   CharCorpus::load(c.data);  // a missing corpus fails here, before any rank starts
-  checkpoint_to_resume(c);   // so does a checkpoint this run cannot continue
+  // So does a checkpoint this run cannot continue, or one with a damaged file.
+  if (const auto dir = checkpoint_to_resume(c)) {
+    const auto found = checkpoint::inspect_checkpoint(*dir);
+    if (!found.problems.empty())
+      throw ConfigError("checkpoint " + *dir + " is damaged: " + found.problems.front() + " (`tpipe checkpoint info " +
+                        *dir + "` lists every file)");
+  }
 
   LaunchOptions lo;
   lo.nproc = c.stages * c.dp;

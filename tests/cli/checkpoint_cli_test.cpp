@@ -179,7 +179,7 @@ TEST(CheckpointCli, StopAfterThenResumeAutoEqualsTheStraightRun) {
 
 TEST(CheckpointCli, InfoFindsDamageAndExportIsReadByTorchLoad) {
   const tpipe::testing::TempDir run;
-  ASSERT_EQ(tpipe(train_flags(run.path, 5)).status, 0);
+  ASSERT_EQ(tpipe(train_flags(run.path, 10) + " --stop-after 5").status, 0);
   const std::string dir = run.path + "/step-000005";
   const auto good = tpipe("checkpoint info " + run.path);
   EXPECT_EQ(good.status, 0) << good.text;
@@ -221,6 +221,12 @@ TEST(CheckpointCli, InfoFindsDamageAndExportIsReadByTorchLoad) {
   EXPECT_NE(bad.text.find("valid        NO:\n  layers/ln_f.pt: damaged (SHA-256 differs from the manifest's)"),
             std::string::npos)
       << bad.text;
+  // A resume from it is refused before any rank starts.
+  const auto resume = tpipe(train_flags(run.path, 10) + " --resume " + run.path);
+  EXPECT_EQ(resume.status, 1);
+  EXPECT_EQ(resume.text, "tpipe train: checkpoint " + dir +
+                             " is damaged: layers/ln_f.pt: damaged (SHA-256 differs from the manifest's) (`tpipe "
+                             "checkpoint info " + dir + "` lists every file)\n");
 }
 
 }  // namespace
