@@ -8,6 +8,7 @@
 
 #include <functional>
 
+#include "tpipe/checkpoint/manifest.h"
 #include "tpipe/error.h"
 
 namespace tpipe::checkpoint {
@@ -74,10 +75,9 @@ const std::vector<Field<torch::optim::RMSpropParamState>>& fields() {
 
 std::string key_of(const at::Tensor& param) { return c10::guts::to_string(param.unsafeGetTensorImpl()); }
 
+// "Float [4]", as the manifest describes tensors.
 std::string describe(const at::Tensor& t) {
-  std::string s = std::string(c10::toString(t.scalar_type())) + " [";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? "," : "") + std::to_string(t.size(i));
-  return s + "]";
+  return checkpoint::describe(TensorInfo{"", t.sizes().vec(), c10::toString(t.scalar_type())});
 }
 
 template <class State>
