@@ -87,6 +87,20 @@ Action parse_action(std::string_view text) {
   return fail();
 }
 
+std::vector<int> Schedule::stages_of(int rank) const {
+  std::vector<int> out;
+  for (int st = 0; st < num_stages(); ++st)
+    if (stage_rank[st] == rank) out.push_back(st);
+  return out;
+}
+
+int Schedule::chunk_of(int stage) const {
+  const int rank = rank_of(stage);
+  int chunk = 0;
+  for (int st = 0; st < stage; ++st) chunk += stage_rank[st] == rank;
+  return chunk;
+}
+
 std::vector<Action> Schedule::compute_actions(int rank) const {
   std::vector<Action> out;
   for (const Action& a : ranks.at(rank))

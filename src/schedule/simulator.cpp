@@ -9,6 +9,7 @@
 
 #include "tpipe/error.h"
 #include "tpipe/schedule/grid.h"
+#include "tpipe/schedule/step_end.h"
 #include "tpipe/schedule/validator.h"
 
 namespace tpipe {
@@ -36,14 +37,13 @@ struct Dep {
 };
 
 // What an action waits for from other stages: the input of a compute action (the peer's send, or
-// the same-rank producer), or for a STEP the REDUCE_TIED of every stage it shares a weight with.
+// the same-rank producer), or for a STEP the REDUCE_TIED of every rank it shares a tied weight
+// with (named, like all end-of-step work, by that rank's lowest stage).
 std::vector<Dep> dependencies(const Schedule& s, const Action& a) {
   std::vector<Dep> deps;
   if (a.op == Op::OptimizerStep) {
-    for (const auto& group : s.tied_stages)
-      if (std::find(group.begin(), group.end(), a.stage) != group.end())
-        for (int t : group)
-          if (t != a.stage) deps.push_back({{t, Op::ReduceTied, -1}, false});
+    for (int r : tied_partner_ranks(s, s.rank_of(a.stage)))
+      deps.push_back({{step_end_stage(s, r), Op::ReduceTied, -1}, false});
     return deps;
   }
   const int last = s.num_stages() - 1;

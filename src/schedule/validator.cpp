@@ -10,6 +10,7 @@
 #include "tpipe/schedule/comm_pass.h"
 #include "tpipe/schedule/grid.h"
 #include "tpipe/schedule/simulator.h"
+#include "tpipe/schedule/step_end.h"
 
 namespace tpipe {
 namespace {
@@ -51,6 +52,11 @@ class Checker {
       if (s_.rank_of(st) < 0 || s_.rank_of(st) >= s_.num_ranks())
         fail("stage " + std::to_string(st) + " is placed on rank " + std::to_string(s_.rank_of(st)) +
                  ", but there are " + std::to_string(s_.num_ranks()) + " ranks", {});
+    for (const auto& group : s_.tied_stages)
+      for (int st : group)
+        if (st < 0 || st >= s_.num_stages())
+          fail("a tied group names stage " + std::to_string(st) + ", but there are " +
+                   std::to_string(s_.num_stages()) + " stages", {});
   }
 
   void index_actions() {
@@ -163,26 +169,39 @@ class Checker {
     }
   }
 
-  bool is_tied(int stage) const {
-    for (const auto& g : s_.tied_stages)
-      if (std::find(g.begin(), g.end(), stage) != g.end()) return true;
-    return false;
+  // "stage 1", "stages 0 and 3", "stages 0, 4 and 8": what a rank holds, for messages.
+  static std::string stages_text(const std::vector<int>& stages) {
+    std::string out = stages.size() == 1 ? "stage " : "stages ";
+    for (std::size_t i = 0; i < stages.size(); ++i)
+      out += (i == 0 ? "" : i + 1 == stages.size() ? " and " : ", ") + std::to_string(stages[i]);
+    return out;
   }
 
+  // End-of-step work is per rank and named by the rank's lowest stage (see step_end.h).
   void check_step_end() const {
     for (const auto& [k, p] : pos_) {
       const Action a{std::get<0>(k), std::get<1>(k), std::get<2>(k)};
       if (!is_step_end(a.op)) continue;
-      for (int mb = 0; mb < s_.num_microbatches; ++mb)
-        for (Op op : {Op::Backward, Op::Weight})
-          if (const Pos* q = find(a.stage, op, mb); q && q->index > p.index)
-            fail_at(p, to_string(a) + " comes before " + to_string(Action{a.stage, op, mb}));
-      if (a.op == Op::ReduceTied && !is_tied(a.stage))
-        fail_at(p, to_string(a) + ", but stage " + std::to_string(a.stage) + " shares no weight with another stage");
+      const std::vector<int> stages = s_.stages_of(p.rank);
+      if (a.stage != stages.front())
+        fail_at(p, to_string(a) + " is named by stage " + std::to_string(a.stage) + ", but rank " +
+                       std::to_string(p.rank) + "'s end of step is named by its lowest stage, " +
+                       std::to_string(stages.front()));
+      for (int st : stages)
+        for (int mb = 0; mb < s_.num_microbatches; ++mb)
+          for (Op op : {Op::Backward, Op::Weight})
+            if (const Pos* q = find(st, op, mb); q && q->index > p.index)
+              fail_at(p, to_string(a) + " comes before " + to_string(Action{st, op, mb}));
+      const bool tied = reduces_tied(s_, p.rank);
+      const bool one = stages.size() == 1;
+      if (a.op == Op::ReduceTied && !tied)
+        fail_at(p, to_string(a) + ", but " + stages_text(stages) + (one ? " shares" : " share") +
+                       " no weight with " + (one ? "another stage" : "a stage on another rank"));
       if (a.op != Op::OptimizerStep) continue;
-      if (is_tied(a.stage) && !find(a.stage, Op::ReduceTied, -1))
-        fail_at(p, to_string(a) + " needs " + to_string(Action{a.stage, Op::ReduceTied, -1}) + ": stage " +
-                       std::to_string(a.stage) + " shares a weight with other stages");
+      if (tied && !find(a.stage, Op::ReduceTied, -1))
+        fail_at(p, to_string(a) + " needs " + to_string(Action{a.stage, Op::ReduceTied, -1}) + ": " +
+                       stages_text(stages) + (one ? " shares a weight with other stages"
+                                                  : " share a weight with stages on other ranks"));
       for (Op op : {Op::ReduceTied, Op::ReduceDp})
         if (const Pos* q = find(a.stage, op, -1); q && q->index > p.index)
           fail_at(p, to_string(a) + " comes before " + to_string(Action{a.stage, op, -1}));

@@ -24,6 +24,11 @@ struct Schedule {
   int num_stages() const { return static_cast<int>(stage_rank.size()); }
   int num_ranks() const { return static_cast<int>(ranks.size()); }
   int rank_of(int stage) const { return stage_rank.at(stage); }
+  // The stages a rank holds, ascending: {r} with one stage per rank, {r, r+p, ...} interleaved,
+  // {r, 2p-1-r} in ZB-V's V.
+  std::vector<int> stages_of(int rank) const;
+  // Position of a stage among its rank's stages (0 for the rank's lowest): the model "chunk".
+  int chunk_of(int stage) const;
 
   // Only the F/B/W actions of one rank, in order.
   std::vector<Action> compute_actions(int rank) const;
