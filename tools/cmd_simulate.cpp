@@ -1,4 +1,6 @@
-// `tpipe simulate`: generate, validate and simulate a schedule; print a table or JSON.
+// `tpipe simulate`: generate, validate and simulate a schedule; print a table or JSON. Ranks may
+// hold several stages (--virtual-stages): the header names the placement, the grid and the SVG
+// draw one row per rank.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -59,17 +61,48 @@ std::string number(double x) {
   return buf;
 }
 
+// "4 stages" with one stage per rank; "8 stages on 4 ranks (rank 0: 0 4, rank 1: 1 5, ...)"
+// when ranks hold several.
+std::string placement(const Schedule& s) {
+  std::string out = std::to_string(s.num_stages()) + (s.num_stages() == 1 ? " stage" : " stages");
+  if (s.num_stages() == s.num_ranks()) return out;
+  out += " on " + std::to_string(s.num_ranks()) + (s.num_ranks() == 1 ? " rank (" : " ranks (");
+  for (int r = 0; r < s.num_ranks(); ++r) {
+    out += (r == 0 ? "rank " : ", rank ") + std::to_string(r) + ":";
+    for (int st : s.stages_of(r)) out += " " + std::to_string(st);
+  }
+  return out + ")";
+}
+
+// What the bubble would be in theory, for the line under the header.
+std::string ideal_bubble(const std::string& schedule, const Schedule& s, bool split) {
+  const double p = s.num_ranks(), m = s.num_microbatches, v = static_cast<double>(s.num_stages()) / s.num_ranks();
+  if (schedule == "zb-v")
+    return "ZB-V with F = B = W: at best (p-1)/(6m+p-1) = " + percent((p - 1) / (6 * m + p - 1));
+  if (schedule == "interleaved-1f1b")
+    return "ideal for m >= p (p-1)/(vm+p-1) = " + percent((p - 1) / (v * m + p - 1));
+  if (split) return "ZB-H1 with F = B = W and m >= p: (p-1)/(3m+p-1) = " + percent((p - 1) / (3 * m + p - 1));
+  return "ideal (p-1)/(m+p-1) = " + percent((p - 1) / (m + p - 1));
+}
+
 }  // namespace
 
 int simulate_main(int argc, char** argv) {
   CLI::App app{"Plan a pipeline schedule: validate it and simulate its timing", "tpipe simulate"};
   std::string schedule = "1f1b", costs_text;
-  int stages = 4, microbatches = 8;
+  int ranks = 4, microbatches = 8, virtual_stages = 0;
   bool json = false;
   std::string svg_path;
-  app.add_option("--schedule", schedule, "naive | gpipe | 1f1b | zb-h1, or a file of actions (one line per rank)")
+  app.add_option("--schedule", schedule,
+                 "naive | gpipe | 1f1b | zb-h1 | interleaved-1f1b | zb-v, or a file of actions (one line per rank)")
       ->capture_default_str();
-  app.add_option("--stages,-p", stages, "number of pipeline stages (one per rank)")->capture_default_str();
+  app.add_option("--stages,-p", ranks,
+                 "number of pipeline ranks; each holds one stage, or --virtual-stages with interleaved-1f1b and zb-v")
+      ->capture_default_str();
+  app.add_option("--virtual-stages", virtual_stages,
+                 "stages per rank (0: the schedule's default, 2 for interleaved-1f1b and zb-v, 1 otherwise; zb-v "
+                 "takes exactly 2)")
+      ->capture_default_str();
   app.add_option("--microbatches,-m", microbatches, "micro-batches per mini-batch")->capture_default_str();
   app.add_option("--costs", costs_text,
                  "time of one micro-batch's forward,backward[,comm] (default 1,2); for a schedule that splits "
@@ -81,7 +114,7 @@ int simulate_main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  const Schedule s = make_schedule(schedule, stages, microbatches);
+  const Schedule s = make_schedule(schedule, ranks, microbatches, virtual_stages);
   bool split = false;
   for (const auto& rank : s.ranks)
     for (const Action& a : rank) split = split || a.op == Op::Weight;
@@ -91,7 +124,11 @@ int simulate_main(int argc, char** argv) {
   if (!svg_path.empty()) {
     const std::string dot = " \u00b7 ";
     trace::TimelineStyle style;
-    style.title = schedule + dot + std::to_string(stages) + (stages == 1 ? " stage" : " stages") + dot +
+    style.title = schedule + dot + std::to_string(s.num_stages()) + (s.num_stages() == 1 ? " stage" : " stages") +
+                  (s.num_stages() == s.num_ranks()
+                       ? std::string()
+                       : " on " + std::to_string(s.num_ranks()) + (s.num_ranks() == 1 ? " rank" : " ranks")) +
+                  dot +
                   std::to_string(microbatches) + (microbatches == 1 ? " micro-batch" : " micro-batches") + dot +
                   "planned (F=" + number(costs.forward) + ", B=" + number(costs.backward) +
                   (split ? ", W=" + number(costs.weight) : std::string()) +
@@ -102,7 +139,9 @@ int simulate_main(int argc, char** argv) {
   if (json) {
     nlohmann::json j;
     j["schedule"] = schedule;
-    j["stages"] = stages;
+    j["stages"] = s.num_stages();
+    j["ranks"] = s.num_ranks();
+    j["placement"] = s.stage_rank;  // stage -> rank
     j["microbatches"] = microbatches;
     j["costs"] = {{"forward", costs.forward}, {"backward", costs.backward}, {"comm", costs.comm}};
     if (split) j["costs"]["weight"] = costs.weight;
@@ -120,14 +159,10 @@ int simulate_main(int argc, char** argv) {
     std::cout << j.dump() << "\n";
     return 0;
   }
-  std::cout << schedule << ": " << stages << " stages, " << microbatches << " micro-batches, costs F=" << costs.forward
+  std::cout << schedule << ": " << placement(s) << ", " << microbatches << " micro-batches, costs F=" << costs.forward
             << " B=" << costs.backward << (split ? " W=" + number(costs.weight) : std::string()) << "\n"
-            << "makespan " << r.makespan << ", bubble " << percent(r.bubble)
-            << (split ? " (ZB-H1 with F = B = W and m >= p: (p-1)/(3m+p-1) = " +
-                            percent(static_cast<double>(stages - 1) / (3 * microbatches + stages - 1))
-                      : " (ideal (p-1)/(m+p-1) = " +
-                            percent(static_cast<double>(stages - 1) / (microbatches + stages - 1)))
-            << ")\n\n"
+            << "makespan " << r.makespan << ", bubble " << percent(r.bubble) << " ("
+            << ideal_bubble(schedule, s, split) << ")\n\n"
             << "rank  bubble  peak in-flight\n";
   for (int rank = 0; rank < s.num_ranks(); ++rank) {
     char line[64];

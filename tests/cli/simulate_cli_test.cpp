@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
@@ -67,6 +68,56 @@ TEST(SimulateCli, ZbH1TakesForwardInputAndWeightCosts) {
       << table.text;
 }
 
+// Several stages per rank: the JSON gives the placement, the closed forms hold, the header names
+// which stages each rank holds, the SVG is written.
+TEST(SimulateCli, VirtualStages) {
+  auto j = nlohmann::json::parse(tpipe("simulate --schedule interleaved-1f1b -p 4 -m 8 --json").text);
+  EXPECT_EQ(j["stages"], 8);
+  EXPECT_EQ(j["ranks"], 4);
+  EXPECT_EQ(j["placement"], nlohmann::json::parse("[0,1,2,3,0,1,2,3]"));
+  EXPECT_EQ(j["makespan"].get<double>(), 57.0);  // 3(vm + p - 1)
+  EXPECT_EQ(j["bubble"].get<double>(), 3.0 / 19.0);
+  EXPECT_EQ(j["peak_inflight_per_rank"], nlohmann::json::parse("[11,9,7,5]"));
+  ASSERT_EQ(j["actions"].size(), 4u);
+  EXPECT_EQ(j["actions"][0].size(), 32u);  // 2 chunks x 8 micro-batches x (F, B)
+  j = nlohmann::json::parse(tpipe("simulate --schedule interleaved-1f1b -p 4 -m 8 --virtual-stages 3 --json").text);
+  EXPECT_EQ(j["stages"], 12);
+  EXPECT_EQ(j["makespan"].get<double>(), 81.0);
+  j = nlohmann::json::parse(tpipe("simulate --schedule zb-v -p 2 -m 4 --json").text);
+  EXPECT_EQ(j["placement"], nlohmann::json::parse("[0,1,1,0]"));
+  EXPECT_EQ(j["makespan"].get<double>(), 25.0);  // F = B = W = 1 by default: 6m + p - 1
+  EXPECT_EQ(j["costs"]["weight"].get<double>(), 1.0);
+  EXPECT_EQ(j["peak_inflight_per_rank"], nlohmann::json::parse("[4,4]"));
+  EXPECT_EQ(j["actions"][0], nlohmann::json::parse(R"(["0F0","0F1","0F2","3F0","3B0","3F1","3B1","0B0","0F3","0B1",
+      "3W0","3W1","3F2","3B2","3F3","3B3","0W0","0B2","0W1","3W2","3W3","0B3","0W2","0W3"])"));
+  const auto table = tpipe("simulate --schedule interleaved-1f1b -p 4 -m 8 --costs 1,2");
+  ASSERT_EQ(table.status, 0) << table.text;
+  EXPECT_EQ(table.text.substr(0, table.text.find('\n')),
+            "interleaved-1f1b: 8 stages on 4 ranks (rank 0: 0 4, rank 1: 1 5, rank 2: 2 6, rank 3: 3 7), 8 "
+            "micro-batches, costs F=1 B=2");
+  EXPECT_NE(table.text.find("makespan 57, bubble 15.8% (ideal for m >= p (p-1)/(vm+p-1) = 15.8%)"), std::string::npos)
+      << table.text;
+  EXPECT_NE(table.text.find("rank 0 | 0F0 0F1 0F2 0F3 4F0 "), std::string::npos) << table.text;
+  const std::string svg = ::testing::TempDir() + "tpipe_simulate_zbv_" + std::to_string(getpid()) + ".svg";
+  const auto drawn = tpipe("simulate --schedule zb-v -p 2 -m 4 --svg " + svg);
+  ASSERT_EQ(drawn.status, 0) << drawn.text;
+  std::FILE* f = std::fopen(svg.c_str(), "r");
+  ASSERT_NE(f, nullptr) << svg;
+  std::string picture;
+  for (int c; (c = std::fgetc(f)) != EOF;) picture += static_cast<char>(c);
+  std::fclose(f);
+  std::remove(svg.c_str());
+  EXPECT_NE(picture.find("<svg"), std::string::npos);
+  EXPECT_NE(picture.find("2 ranks"), std::string::npos);  // the title: "zb-v · 4 stages on 2 ranks · ..."
+  const auto bad = tpipe("simulate --schedule 1f1b --virtual-stages 2");
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_EQ(bad.text,
+            "tpipe simulate: the 1f1b schedule runs one stage per rank; for 2 stages per rank use interleaved-1f1b or "
+            "zb-v\n");
+  EXPECT_EQ(tpipe("simulate --schedule zb-v --virtual-stages 3").text,
+            "tpipe simulate: the zb-v schedule runs exactly 2 stages per rank (a V), got 3\n");
+}
+
 TEST(SimulateCli, TableShowsBubbleAndChart) {
   const auto out = tpipe("simulate --schedule gpipe --stages 2 --microbatches 2 --costs 1,1");
   ASSERT_EQ(out.status, 0) << out.text;
@@ -77,7 +128,7 @@ TEST(SimulateCli, TableShowsBubbleAndChart) {
 TEST(SimulateCli, BadFlagsGiveOneLineAndNonZeroExit) {
   auto out = tpipe("simulate --schedule zigzag --stages 2 --microbatches 2");
   EXPECT_EQ(out.status, 1);
-  EXPECT_EQ(out.text, "tpipe simulate: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1, or a file of actions\n");
+  EXPECT_EQ(out.text, "tpipe simulate: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1, interleaved-1f1b, zb-v, or a file of actions\n");
   out = tpipe("simulate --stages 0");
   EXPECT_EQ(out.status, 1);
   EXPECT_EQ(out.text,
@@ -97,7 +148,7 @@ namespace {
 TEST(TrainCli, BadFlagsGiveOneLineBeforeAnyRankStarts) {
   auto out = tpipe("train --schedule zigzag");
   EXPECT_EQ(out.status, 1);
-  EXPECT_EQ(out.text, "tpipe train: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1, or a file of actions\n");
+  EXPECT_EQ(out.text, "tpipe train: unknown schedule 'zigzag'; known schedules: naive, gpipe, 1f1b, zb-h1, interleaved-1f1b, zb-v, or a file of actions\n");
   out = tpipe("train --stages 9 --layers 2");
   EXPECT_EQ(out.status, 1);
   EXPECT_EQ(out.text,
