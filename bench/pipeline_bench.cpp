@@ -6,7 +6,8 @@
 // configuration once per round, in the same order, for several rounds, and reports medians:
 //   - one process: the whole batch; the m micro-batches serially, alone and as a concurrent pair
 //     (the same serial work in two processes at once), which gives the concurrent GPipe bound;
-//   - tpipe gpipe, 1f1b and zb-h1 over 2 processes (`tpipe run -n 2`);
+//   - tpipe gpipe, 1f1b, zb-h1, interleaved-1f1b (2 stages per rank) and zb-v over 2 processes
+//     (`tpipe run -n 2`);
 //   - peers (bench/peers.py, Debian's python3-torch; skipped with a message without it): PyTorch
 //     one process and serial, torch.distributed.pipeline.sync.Pipe, and a GPipe loop over
 //     torch.distributed Gloo send/recv in 2 processes;
@@ -106,7 +107,10 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
       {"tpipe gpipe, pp=2", run2 + self + " --mode pipe --schedule gpipe" + common, 2},
       {"tpipe 1f1b, pp=2", run2 + self + " --mode pipe --schedule 1f1b" + common, 2},
       {"tpipe zb-h1, pp=2", run2 + self + " --mode pipe --schedule zb-h1" + common, 2},
+      {"tpipe interleaved-1f1b, pp=2 x 2 chunks", run2 + self + " --mode pipe --schedule interleaved-1f1b" + common, 2},
+      {"tpipe zb-v, pp=2 x 2 chunks", run2 + self + " --mode pipe --schedule zb-v" + common, 2},
   };
+  const std::size_t first_tpipe = 3, tpipe_rows = 5;
   const std::string py = python + " " + peers + " --steps " + std::to_string(w.steps) + " --batch " +
                          std::to_string(w.batch);
   if (have_torch) {
@@ -179,11 +183,12 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
               "kernel)\n\n",
               peak, doctor["kernel"].get<std::string>().c_str());
 
-  for (int i : {3, 4, 5}) {
-    std::printf("%s: bubble measured %.1f%%, simulated from the same step's action costs and a message latency of "
-                "%.2f ms: %.1f%%; the actions of all ranks span %.0f ms of the step's %.0f ms; recording costs %.2f%% "
-                "of a step\n",
-                cs[i].label.c_str(), 100 * report_median(cs[i], "bubble_measured"), report_median(cs[i], "comm_ms"),
+  for (std::size_t i = first_tpipe; i < first_tpipe + tpipe_rows; ++i) {
+    std::printf("%s: %.0f messages a step; bubble measured %.1f%%, simulated from the same step's action costs and a "
+                "message latency of %.2f ms: %.1f%%; the actions of all ranks span %.0f ms of the step's %.0f ms; "
+                "recording costs %.2f%% of a step\n",
+                cs[i].label.c_str(), report_median(cs[i], "messages"), 100 * report_median(cs[i], "bubble_measured"),
+                report_median(cs[i], "comm_ms"),
                 100 * report_median(cs[i], "bubble_predicted"), report_median(cs[i], "traced_ms"),
                 report_median(cs[i], "step_ms"), 100 * report_median(cs[i], "record_cost"));
   }
@@ -193,9 +198,11 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
                  f = op_median(cs[4], op);
     std::printf("  %-32s %12.2f %12.2f %12.2f %11.2f %11.2f\n", op, alone, in_pair, g, f, f / in_pair);
   }
-  std::printf("\npeak activations held, stage 0 (stash and sends):  gpipe %.1f MiB   1f1b %.1f MiB   zb-h1 %.1f MiB\n",
-              report_median(cs[3], "peak_bytes") / (1 << 20), report_median(cs[4], "peak_bytes") / (1 << 20),
-              report_median(cs[5], "peak_bytes") / (1 << 20));
+  std::printf("\npeak activations held by rank 0 (stash and sends):");
+  for (std::size_t i = first_tpipe; i < first_tpipe + tpipe_rows; ++i)
+    std::printf("  %s %.1f MiB", cs[i].label.substr(6, cs[i].label.find(',') - 6).c_str(),
+                report_median(cs[i], "peak_bytes") / (1 << 20));
+  std::printf("\n");
   std::printf("all-reduce share of the step: dp=2 %.1f%%, pp=2 x dp=2 %.1f%% (%u cores: 4 ranks oversubscribe them)\n",
               100 * report_median(once[0], "reduce_s") / med(once[0]),
               100 * report_median(once[1], "reduce_s") / med(once[1]), std::thread::hardware_concurrency());
@@ -211,7 +218,7 @@ int main(int argc, char** argv) {
   int dp = 1, rounds = 5;
   bench::Workload w;
   app.add_option("--mode", mode, "worker mode: single | serial | pipe | doctor (empty: everything, as a table)");
-  app.add_option("--schedule", schedule, "pipe mode: gpipe | 1f1b | naive");
+  app.add_option("--schedule", schedule, "pipe mode: any schedule tpipe knows");
   app.add_option("--dp", dp, "pipe mode: data-parallel replicas");
   app.add_option("--timeline", timeline, "pipe mode: draw the last recorded step here (SVG; its Chrome trace beside it, .trace.json)");
   app.add_option("--tpipe", tpipe_cmd, "path of the tpipe command (for `tpipe run`)");

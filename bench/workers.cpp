@@ -52,8 +52,7 @@ std::map<std::string, double> compute_ms(const tpipe::trace::StepTrace& t) {
 // from the receives that waited (the data arrived at the end of the wait; the latency is that
 // minus the end of its send). Both span the first forward's start to the last backward's end,
 // which is what the simulator models (the optimizer after it is not part of the bubble).
-std::pair<double, double> bubbles(const tpipe::trace::StepTrace& t, const std::string& schedule, int stages, int m,
-                                  double* comm_ms) {
+std::pair<double, double> bubbles(const tpipe::trace::StepTrace& t, const tpipe::Schedule& schedule, double* comm_ms) {
   tpipe::Costs c;
   std::map<std::string, const tpipe::trace::Event*> sends;
   double first = 1e300, last = -1e300, busy = 0;
@@ -77,7 +76,7 @@ std::pair<double, double> bubbles(const tpipe::trace::StepTrace& t, const std::s
   }
   c.comm = std::max(0.0, median(latency));
   *comm_ms = c.comm / 1000;
-  const auto plan = tpipe::simulate(tpipe::make_schedule(schedule, stages, m), c);
+  const auto plan = tpipe::simulate(schedule, c);
   const double measured = last > first ? 1.0 - busy / ((last - first) * static_cast<double>(t.ranks.size())) : 0.0;
   return {measured, plan.bubble};
 }
@@ -172,7 +171,11 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, 
     peak = r.peak_activation_bytes;
     if (calls++ >= w.warmup) reduce += r.reduce_seconds / w.steps;
   });
-  nlohmann::json out{{"step_s", step}, {"peak_bytes", peak}, {"reduce_s", reduce}, {"rank", comm->rank()}};
+  int messages = 0;  // point-to-point messages of one step, all ranks of a replica
+  for (const auto& list : engine.schedule().ranks)
+    for (const auto& a : list) messages += a.op == tpipe::Op::SendAct || a.op == tpipe::Op::SendGrad;
+  nlohmann::json out{{"step_s", step}, {"peak_bytes", peak}, {"reduce_s", reduce}, {"rank", comm->rank()},
+                     {"messages", messages}};
   // Recorded steps, analysed on rank 0 (recording is off in the timed steps above).
   engine.set_recording(true);
   std::vector<double> measured, predicted, comm_ms, cost, traced, stepped;
@@ -183,7 +186,7 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, 
     if (comm->rank() != 0) continue;
     const auto& t = engine.last_trace();
     double c = 0;
-    const auto [m, p] = bubbles(t, schedule, engine.num_stages(), w.microbatches, &c);
+    const auto [m, p] = bubbles(t, engine.schedule(), &c);
     measured.push_back(m);
     predicted.push_back(p);
     comm_ms.push_back(c);

@@ -1,4 +1,4 @@
-// Rank <-> (stage, replica) and the communication groups (see topology.h).
+// Rank <-> (pipeline position, replica) and the communication groups (see topology.h).
 #include "tpipe/topology.h"
 
 #include <algorithm>
@@ -21,14 +21,14 @@ Topology Topology::for_world(int world_size, int dp) {
   return Topology(world_size / dp, dp);
 }
 
-int Topology::rank(int stage, int replica) const {
-  if (stage < 0 || stage >= pp_ || replica < 0 || replica >= dp_)
-    throw ConfigError("(stage " + std::to_string(stage) + ", replica " + std::to_string(replica) +
+int Topology::rank(int position, int replica) const {
+  if (position < 0 || position >= pp_ || replica < 0 || replica >= dp_)
+    throw ConfigError("(position " + std::to_string(position) + ", replica " + std::to_string(replica) +
                       ") is outside pp = " + std::to_string(pp_) + " x dp = " + std::to_string(dp_));
-  return stage * dp_ + replica;
+  return position * dp_ + replica;
 }
 
-int Topology::stage_of(int r) const { return r / dp_; }
+int Topology::position_of(int r) const { return r / dp_; }
 int Topology::replica_of(int r) const { return r % dp_; }
 
 std::vector<int> Topology::pipeline_ranks(int replica) const {
@@ -37,15 +37,15 @@ std::vector<int> Topology::pipeline_ranks(int replica) const {
   return out;
 }
 
-std::vector<int> Topology::dp_ranks(int stage) const {
+std::vector<int> Topology::dp_ranks(int position) const {
   std::vector<int> out;
-  for (int d = 0; d < dp_; ++d) out.push_back(rank(stage, d));
+  for (int d = 0; d < dp_; ++d) out.push_back(rank(position, d));
   return out;
 }
 
-std::vector<int> Topology::ranks_of_stages(const std::vector<int>& stages) const {
+std::vector<int> Topology::ranks_of_positions(const std::vector<int>& positions) const {
   std::vector<int> out;
-  for (int s : stages)
+  for (int s : positions)
     for (int d = 0; d < dp_; ++d) out.push_back(rank(s, d));
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());

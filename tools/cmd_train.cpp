@@ -111,7 +111,10 @@ int train_main(int argc, char** argv) {
   opt("--dp", &TrainConfig::dp, "data-parallel replicas (ranks = stages x dp)");
   opt("--microbatches", &TrainConfig::microbatches, "micro-batches per replica and step");
   opt("--microbatch-size", &TrainConfig::microbatch_size, "sequences per micro-batch");
-  opt("--schedule", &TrainConfig::schedule, "naive | gpipe | 1f1b | zb-h1, or a file of actions (one line per rank)");
+  opt("--schedule", &TrainConfig::schedule,
+      "naive | gpipe | 1f1b | zb-h1 | interleaved-1f1b | zb-v, or a file of actions (one line per rank)");
+  opt("--virtual-stages", &TrainConfig::virtual_stages,
+      "stages per rank (interleaved-1f1b: any; zb-v: 2); 0: the schedule's own");
   opt("--partition", &TrainConfig::partition, "uniform, or layers per stage such as 2,4,2");
   opt("--layers", &TrainConfig::layers, "transformer blocks");
   opt("--dim", &TrainConfig::dim, "model width");

@@ -1,5 +1,5 @@
-// PipelineEngine: trains a model cut into stages, one stage per rank, replicated dp times. Each rank builds only its
-// own layers, runs its list of actions from the schedule (validated before the first step), and
+// PipelineEngine: trains a model cut into stages, one stage per rank (or several: interleaved and
+// V schedules), replicated dp times. Each rank builds only its own layers, runs its list of actions from the schedule (validated before the first step), and
 // the step equals one step of single-process training on the whole batch:
 //   loss = sum over micro-batches k of loss_k * (rows_k / rows),
 // so gradients and updated weights match a single process to rounding.
@@ -48,7 +48,13 @@ struct NamedParameters : std::vector<std::pair<std::string, at::Tensor>> {
 using OptimizerFactory = std::function<std::unique_ptr<torch::optim::Optimizer>(NamedParameters params)>;
 
 struct EngineOptions {
-  std::string schedule = "1f1b";       // naive | gpipe | 1f1b | zb-h1 (splits each backward into B and W)
+  // naive | gpipe | 1f1b | zb-h1 | interleaved-1f1b | zb-v, or a schedule file (schedule_file.h);
+  // zb-h1 and zb-v split each backward into B and W.
+  std::string schedule = "1f1b";
+  // Stages per rank (virtual stages): the layers are cut into pp x chunks stages, placed by the
+  // schedule (interleaved-1f1b: stage c*pp + r on rank r; zb-v: r and 2pp-1-r). 0: the
+  // schedule's own (2 for interleaved-1f1b and zb-v, else 1).
+  int chunks_per_rank = 0;
   int microbatches = 4;                // per replica
   int dp = 1;                          // data-parallel replicas; pp = world size / dp
   int pp = 0;                          // if set, checked against world size / dp
@@ -144,12 +150,14 @@ class PipelineEngine {
   // Throws Error naming the key and the copies if the copies of a tied weight differ bitwise.
   void audit_ties();
 
-  int stage() const;
+  int stage() const;                // the lowest of this rank's stages
+  std::vector<int> stages() const;  // this rank's stages, ascending
   int replica() const;
-  int num_stages() const;
+  int num_stages() const;           // of the whole pipeline: pp x chunks per rank
+  int rank_of_stage(int stage, int replica) const;
   const Topology& topology() const;
-  bool is_first_stage() const;
-  bool is_last_stage() const;
+  bool is_first_stage() const;  // this rank holds the first stage (it reads the inputs)
+  bool is_last_stage() const;   // this rank holds the last stage (it reads the targets)
   const Schedule& schedule() const;
   const Partition& partition() const;
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;

@@ -28,6 +28,7 @@ struct Communicator::PendingRecv {
   int src;
   wire::Kind kind;
   int mb;
+  int link;
   std::vector<at::Tensor> header;
   c10::intrusive_ptr<c10d::Work> header_work;
   at::Tensor predicted_header;  // the channel's last header, undefined when nothing was predicted
@@ -47,8 +48,8 @@ namespace detail {
 // (clock, trace records) do not, and are not predicted.
 inline bool predictable(wire::Kind k) { return k == wire::Kind::Activation || k == wire::Kind::Gradient; }
 
-// One direction of messages of one kind and micro-batch with one peer.
-using Channel = std::tuple<int, wire::Kind, int>;
+// One direction of messages of one kind, micro-batch and link with one peer.
+using Channel = std::tuple<int, wire::Kind, int, int>;
 
 // A send in flight: its tensors are held until the peer has taken them.
 struct PendingSend {

@@ -5,16 +5,17 @@
 
 namespace tpipe {
 
-std::shared_ptr<Communicator::PendingRecv> Communicator::post_recv(int src, wire::Kind kind, int mb) {
+std::shared_ptr<Communicator::PendingRecv> Communicator::post_recv(int src, wire::Kind kind, int mb, int link) {
   auto r = std::make_shared<PendingRecv>();
   r->src = src;
   r->kind = kind;
   r->mb = mb;
+  r->link = link;
   r->header = {wire::empty_header()};
-  r->header_work = impl_->pg->recv(r->header, src, wire::header_tag(kind, mb));
+  r->header_work = impl_->pg->recv(r->header, src, wire::header_tag(kind, mb, link));
   if (detail::predictable(kind)) {
     std::lock_guard<std::mutex> lock(impl_->recv_last_mu);
-    auto it = impl_->recv_last.find({src, kind, mb});
+    auto it = impl_->recv_last.find({src, kind, mb, link});
     if (it != impl_->recv_last.end()) r->predicted_header = it->second;
   }
   if (r->predicted_header.defined()) {
@@ -31,7 +32,7 @@ std::vector<c10::intrusive_ptr<c10d::Work>> Communicator::Impl::post_data_recvs(
   for (std::size_t i = 0; i < into.size(); ++i) {
     if (!into[i].defined()) continue;
     std::vector<at::Tensor> one{into[i]};
-    works.push_back(pg->recv(one, r.src, wire::data_tag(r.kind, r.mb, static_cast<int>(i), predicted)));
+    works.push_back(pg->recv(one, r.src, wire::data_tag(r.kind, r.mb, r.link, static_cast<int>(i), predicted)));
   }
   return works;
 }
@@ -63,7 +64,7 @@ void Communicator::Impl::fetch(PendingRecv& r) {
       }
       if (ok && detail::predictable(r.kind)) {
         std::lock_guard<std::mutex> lock(recv_last_mu);
-        recv_last[{r.src, r.kind, r.mb}] = r.header[0];
+        recv_last[{r.src, r.kind, r.mb, r.link}] = r.header[0];
       }
     }
     if (!ok) error = what + " was cut short: this rank's Communicator is closing";
@@ -91,7 +92,8 @@ Payload Communicator::wait_recv(PendingRecv& r, const Where& where) {
   return std::move(r.payload);
 }
 
-void Communicator::send(const Payload& p, int dst, wire::Kind kind, int mb, int sender_stage, const Where& where) {
+void Communicator::send(const Payload& p, int dst, wire::Kind kind, int mb, int link, int sender_stage,
+                        const Where& where) {
   {
     std::lock_guard<std::mutex> lock(impl_->sends_mu);
     if (!impl_->send_error.empty()) throw CommError(impl_->send_error);
@@ -104,19 +106,19 @@ void Communicator::send(const Payload& p, int dst, wire::Kind kind, int mb, int 
     s->works.push_back(impl_->pg->send(s->tensors.back(), dst, tag));
   };
   const at::Tensor header = wire::encode(wire::describe(p, kind, mb, sender_stage));
-  post(header, wire::header_tag(kind, mb));
+  post(header, wire::header_tag(kind, mb, link));
   // What the receiver predicted: this channel's last header. When the shapes changed, its
   // predicted receives get stand-ins of the old shapes and the data goes on the other tags.
   at::Tensor* last = nullptr;
-  if (detail::predictable(kind)) last = &impl_->sent_last[{dst, kind, mb}];
+  if (detail::predictable(kind)) last = &impl_->sent_last[{dst, kind, mb, link}];
   const bool as_predicted = last && last->defined() && at::equal(*last, header);
   if (last && last->defined() && !as_predicted) {
     const Payload stand_ins = wire::allocate(wire::decode(*last));
     for (std::size_t i = 0; i < stand_ins.size(); ++i)
-      if (stand_ins[i].defined()) post(stand_ins[i], wire::data_tag(kind, mb, static_cast<int>(i), true));
+      if (stand_ins[i].defined()) post(stand_ins[i], wire::data_tag(kind, mb, link, static_cast<int>(i), true));
   }
   for (std::size_t i = 0; i < p.size(); ++i)
-    if (p[i].defined()) post(p[i].detach().contiguous(), wire::data_tag(kind, mb, static_cast<int>(i), as_predicted));
+    if (p[i].defined()) post(p[i].detach().contiguous(), wire::data_tag(kind, mb, link, static_cast<int>(i), as_predicted));
   if (last) *last = header;
   {
     std::lock_guard<std::mutex> lock(impl_->sends_mu);

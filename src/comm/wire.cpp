@@ -104,13 +104,19 @@ std::string to_string(Kind k) {
 
 namespace {
 constexpr int kSlots = 2 * (kMaxTensors + 1);  // header, 15 predicted, 15 not, one unused
-int slot_base(Kind kind, int mb) { return (mb * kKinds + static_cast<int>(kind) - 1) * kSlots; }
+int slot_base(Kind kind, int mb, int link) {
+  if (mb < 0 || mb >= kMaxMicrobatches || link < 0 || link >= kMaxLinks)
+    throw ConfigError("a message of micro-batch " + std::to_string(mb) + " on link " + std::to_string(link) +
+                      " has no tag: micro-batches go up to " + std::to_string(kMaxMicrobatches - 1) + ", links to " +
+                      std::to_string(kMaxLinks - 1));
+  return ((mb * kKinds + static_cast<int>(kind) - 1) * kMaxLinks + link) * kSlots;
+}
 }  // namespace
 
-int header_tag(Kind kind, int mb) { return slot_base(kind, mb); }
+int header_tag(Kind kind, int mb, int link) { return slot_base(kind, mb, link); }
 
-int data_tag(Kind kind, int mb, int i, bool predicted) {
-  return slot_base(kind, mb) + 1 + i + (predicted ? 0 : kMaxTensors);
+int data_tag(Kind kind, int mb, int link, int i, bool predicted) {
+  return slot_base(kind, mb, link) + 1 + i + (predicted ? 0 : kMaxTensors);
 }
 
 }  // namespace tpipe::wire

@@ -101,7 +101,7 @@ std::string compare(const std::string& dir, const std::string& key, const char* 
 CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& extra_json) {
   auto& I = *impl_;
   I.check_usable();
-  const int rank = I.comm.rank(), s = I.stage->index();
+  const int rank = I.comm.rank(), s = I.first_stage();
   const std::string name = checkpoint::step_dir_name(I.steps_done);
   const std::string partial = root + "/" + checkpoint::partial_dir_name(I.steps_done);
   const Where where{rank, s, -1, "save " + name};
@@ -127,8 +127,8 @@ CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& 
   err = attempt(where, [&] {
     const std::string kind = checkpoint::optimizer_kind(I.optimizer.get());
     if (I.replica == 0)
-      for (const auto& [key, layer] : I.stage->named_modules()) {
-        if (auto t = I.ties.find(key); t != I.ties.end() && t->second.front() != s) continue;
+      for (const auto& [key, layer] : I.named_modules()) {
+        if (auto t = I.ties.find(key); t != I.ties.end() && !I.holds(t->second.front())) continue;
         checkpoint::ModuleEntry& m = part.modules[key];
         const auto params = layer->named_parameters(), buffers = layer->named_buffers();
         m.parameters = infos(params);
@@ -164,7 +164,7 @@ CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& 
   Manifest m;
   m.step = I.steps_done;
   m.layout = {I.topo.pp(), I.topo.dp(), {}, I.opts.schedule, I.opts.microbatches};
-  for (int st = 0; st < I.topo.pp(); ++st) m.layout.partition.push_back(I.partition.size(st));
+  for (int st = 0; st < I.num_stages(); ++st) m.layout.partition.push_back(I.partition.size(st));
   m.layers = I.model_layers;
   m.extra = extra_json;
   if (rank == 0)
@@ -192,7 +192,7 @@ CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& 
 CheckpointInfo PipelineEngine::load(const std::string& path) {
   auto& I = *impl_;
   I.check_usable();
-  const int rank = I.comm.rank(), s = I.stage->index();
+  const int rank = I.comm.rank(), s = I.first_stage();
   const Where where{rank, s, -1, "load"};
 
   // 1. Read and check everything this rank needs; the model is not touched yet.
@@ -212,7 +212,7 @@ CheckpointInfo PipelineEngine::load(const std::string& path) {
     m = checkpoint::read_manifest(dir);
     checkpoint::check_layers(m, I.model_layers, dir);
     const std::string kind = checkpoint::optimizer_kind(I.optimizer.get());
-    for (const auto& [key, layer] : I.stage->named_modules()) {
+    for (const auto& [key, layer] : I.named_modules()) {
       const checkpoint::ModuleEntry& e = m.modules.at(key);
       const auto params = layer->named_parameters(), buffers = layer->named_buffers();
       for (const auto& diff : {compare(dir, key, "parameter", e.parameters, params),

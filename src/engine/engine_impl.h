@@ -7,6 +7,9 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "recorder.h"
@@ -23,17 +26,18 @@ struct PipelineEngine::Impl {
   EngineOptions opts;
   LossFn loss_fn;
   Topology topo{1, 1};
+  int position = 0;  // this rank's place in the pipeline, 0..pp-1
   int replica = 0;
-  Partition partition;
+  Partition partition;  // one entry per stage: pp x chunks per rank
   std::vector<checkpoint::LayerEntry> model_layers;  // every layer of the model, for checkpoints
   std::map<std::string, std::vector<int>> ties;      // tie key -> the stages holding it
-  Schedule train_schedule;
-  bool split_backward = false;  // the schedule has W actions for this stage: B and W are separate
+  Schedule train_schedule;  // also places the stages: train_schedule.rank_of(stage) is a position
+  std::set<int> split_stages;  // stages whose backward is split into B and W (they have W actions)
   Schedule eval_schedule;
-  std::unique_ptr<Stage> stage;
+  std::map<int, std::unique_ptr<Stage>> stages;  // this rank's stages by index
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<Group> dp_group;
-  std::unique_ptr<Group> pipe_group;  // this replica's stages: the gradient norm
+  std::unique_ptr<Group> pipe_group;  // this replica's ranks: the gradient norm
   std::vector<std::unique_ptr<Group>> tie_groups;
   std::unique_ptr<GradReducer> reducer;
   std::int64_t steps_done = 0;
@@ -41,12 +45,15 @@ struct PipelineEngine::Impl {
   Recorder recorder;
   trace::StepTrace last_trace;  // rank 0, when recording
 
-  // State of the step being run.
+  // State of the step being run, per (stage, micro-batch).
+  using Slot = std::pair<int, int>;
   bool training = false;
   std::vector<Payload> inputs, targets;
   std::vector<double> weights;  // share of the global batch per micro-batch (last stage)
-  std::map<int, std::shared_ptr<Communicator::PendingRecv>> recv_act, recv_grad;
-  std::map<int, Payload> outputs, input_grads;
+  std::map<Slot, std::shared_ptr<Communicator::PendingRecv>> recv_act, recv_grad;
+  // A stage's outputs until they are sent or handed to the next stage on this rank, and the
+  // gradients of its inputs until they are sent or handed to the previous one.
+  std::map<Slot, Payload> outputs, input_grads;
   double loss_sum = 0;   // this replica's weighted loss (last stage)
   int forwards_done = 0;
   std::vector<at::Tensor> loss_share;  // the world all-reduce of the loss, started early
@@ -68,9 +75,25 @@ struct PipelineEngine::Impl {
 
   Impl(Communicator& c, EngineOptions o) : comm(c), opts(std::move(o)) {}
 
-  int rank_of_stage(int s) const { return topo.rank(s, replica); }
+  int num_stages() const { return train_schedule.num_stages(); }
+  int rank_of_stage(int s) const { return topo.rank(train_schedule.rank_of(s), replica); }
+  bool holds(int s) const { return stages.count(s) > 0; }
+  bool holds_first() const { return holds(0); }
+  bool holds_last() const { return holds(num_stages() - 1); }
+  Stage& stage(int s) const { return *stages.at(s); }
+  int first_stage() const { return stages.begin()->first; }
+  // The link of the messages a stage sends: its chunk on its rank (wire.h).
+  int link_of(int s) const { return train_schedule.chunk_of(s); }
   Where where(const Action& a) const { return Where{comm.rank(), a.stage, a.mb, to_string(a)}; }
-  Where here() const { return Where{comm.rank(), stage->index()}; }
+  Where here() const { return Where{comm.rank(), first_stage()}; }
+  // "stage 1" or "stages 1,2" of the rank at `position` (the same in every replica).
+  std::string stages_text(int position) const;
+  // Compares every copy of every tied weight (collective over each tie group); throws naming them.
+  void audit_ties() const;
+  // Each module of this rank's stages once, in stage and layer order (stage.h).
+  std::vector<std::pair<std::string, const Layer*>> named_modules() const;
+  // Every parameter of this rank's stages by name, each tensor once.
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
 
   // executor.cpp
   void run(const Schedule& s);
@@ -82,8 +105,8 @@ struct PipelineEngine::Impl {
   void abandon_step(const std::string& why);
   void check_usable() const;
 
-  // Bytes held now by activations: the stash, outputs and gradients waiting to be sent, and what
-  // is being sent; each tensor counted once.
+  // Bytes held now by activations: the stash, outputs and gradients waiting to be sent or handed
+  // over, and what is being sent; each tensor counted once.
   std::int64_t held_bytes() const;
 
   // step.cpp

@@ -29,9 +29,10 @@ struct DistinctBytes {
 
 std::int64_t PipelineEngine::Impl::held_bytes() const {
   DistinctBytes d;
-  for (const auto& t : stage->stashed_tensors()) d.add(t);
+  for (const auto& [index, st] : stages)
+    for (const auto& t : st->stashed_tensors()) d.add(t);
   for (const auto* m : {&outputs, &input_grads})
-    for (const auto& [mb, p] : *m)
+    for (const auto& [slot, p] : *m)
       for (const auto& t : p) d.add(t);
   for (const auto& t : comm.tensors_in_flight()) d.add(t);
   return d.bytes;
@@ -46,66 +47,96 @@ Payload PipelineEngine::Impl::receive(const Action& consumer, Communicator::Pend
   return p;
 }
 
+namespace {
+
+// Takes what a map holds for a slot: a hand-off between two stages of this rank.
+Payload take(std::map<std::pair<int, int>, Payload>& from, int stage, int mb) {
+  auto it = from.find({stage, mb});
+  Payload p = std::move(it->second);
+  from.erase(it);
+  return p;
+}
+
+// An activation or gradient handed from one stage to the next on the same rank: the same
+// storage, cut from the giver's autograd graph as a message would be (the taker's backward
+// returns the gradient instead of running into the giver's graph).
+Payload detached(Payload p) {
+  for (auto& t : p)
+    if (t.defined()) t = t.detach();
+  return p;
+}
+
+}  // namespace
+
 void PipelineEngine::Impl::forward(const Action& a) {
+  Stage& st = stage(a.stage);
   Payload in;
-  if (stage->is_first()) {
+  if (st.is_first()) {
     in = inputs.at(a.mb);
+  } else if (holds(a.stage - 1)) {
+    in = detached(take(outputs, a.stage - 1, a.mb));
   } else {
-    auto it = recv_act.find(a.mb);
+    auto it = recv_act.find({a.stage, a.mb});
     in = receive(a, *it->second, {a.stage, Op::RecvAct, a.mb}, rank_of_stage(a.stage - 1));
     recv_act.erase(it);
   }
-  Payload out = stage->forward(a.mb, std::move(in), training, where(a));
-  if (!stage->is_last()) {
-    outputs[a.mb] = std::move(out);
+  Payload out = st.forward(a.mb, std::move(in), training, where(a));
+  if (!st.is_last()) {
+    outputs[{a.stage, a.mb}] = std::move(out);
     return;
   }
   if (!targets.empty()) {
     at::Tensor loss = loss_fn(out, targets.at(a.mb));
-    if (training) stage->set_loss(a.mb, loss * weights.at(a.mb), where(a));
+    if (training) st.set_loss(a.mb, loss * weights.at(a.mb), where(a));
     loss_sum += loss.item<double>() * weights.at(a.mb);
   }
-  if (!training) outputs[a.mb] = std::move(out);
+  if (!training) outputs[{a.stage, a.mb}] = std::move(out);
 }
 
 void PipelineEngine::Impl::backward(const Action& a) {
+  Stage& st = stage(a.stage);
   Payload grads;
-  if (!stage->is_last()) {
-    auto it = recv_grad.find(a.mb);
+  if (st.is_last()) {
+  } else if (holds(a.stage + 1)) {
+    grads = take(input_grads, a.stage + 1, a.mb);
+  } else {
+    auto it = recv_grad.find({a.stage, a.mb});
     grads = receive(a, *it->second, {a.stage, Op::RecvGrad, a.mb}, rank_of_stage(a.stage + 1));
     recv_grad.erase(it);
   }
-  Payload g = stage->backward(a.mb, grads, where(a), split_backward);
-  if (!stage->is_first()) input_grads[a.mb] = std::move(g);
+  Payload g = st.backward(a.mb, grads, where(a), split_stages.count(a.stage) > 0);
+  if (!st.is_first()) input_grads[{a.stage, a.mb}] = std::move(g);
 }
 
 void PipelineEngine::Impl::dispatch(const Action& a) {
+  const Slot slot{a.stage, a.mb};
   switch (a.op) {
     case Op::Forward:
       forward(a);
-      if (training && ++forwards_done == opts.microbatches) start_loss_share();  // after the last one
+      // After this rank's last forward, the loss is known.
+      if (training && ++forwards_done == opts.microbatches * static_cast<int>(stages.size())) start_loss_share();
       return;
     case Op::Backward: return backward(a);
-    case Op::Weight: return stage->backward_weight(a.mb, where(a));
+    case Op::Weight: return stage(a.stage).backward_weight(a.mb, where(a));
     case Op::RecvAct:
-      recv_act[a.mb] = comm.post_recv(rank_of_stage(a.stage - 1), wire::Kind::Activation, a.mb);
+      recv_act[slot] = comm.post_recv(rank_of_stage(a.stage - 1), wire::Kind::Activation, a.mb, link_of(a.stage - 1));
       return;
     case Op::RecvGrad:
-      recv_grad[a.mb] = comm.post_recv(rank_of_stage(a.stage + 1), wire::Kind::Gradient, a.mb);
+      recv_grad[slot] = comm.post_recv(rank_of_stage(a.stage + 1), wire::Kind::Gradient, a.mb, link_of(a.stage + 1));
       return;
     case Op::SendAct: {
-      auto it = outputs.find(a.mb);
+      auto it = outputs.find(slot);
       sent_to = rank_of_stage(a.stage + 1);
       sent_bytes = payload_bytes(it->second);
-      comm.send(it->second, sent_to, wire::Kind::Activation, a.mb, a.stage, where(a));
+      comm.send(it->second, sent_to, wire::Kind::Activation, a.mb, link_of(a.stage), a.stage, where(a));
       outputs.erase(it);  // the stash keeps what backward needs
       return;
     }
     case Op::SendGrad: {
-      auto it = input_grads.find(a.mb);
+      auto it = input_grads.find(slot);
       sent_to = rank_of_stage(a.stage - 1);
       sent_bytes = payload_bytes(it->second);
-      comm.send(it->second, sent_to, wire::Kind::Gradient, a.mb, a.stage, where(a));
+      comm.send(it->second, sent_to, wire::Kind::Gradient, a.mb, link_of(a.stage), a.stage, where(a));
       input_grads.erase(it);
       return;
     }
@@ -119,7 +150,7 @@ void PipelineEngine::Impl::dispatch(const Action& a) {
 // The recorder observes each action from here: posting a receive is not an event of its own
 // (its wait inside the consumer is), everything else is timed from start to end.
 void PipelineEngine::Impl::run(const Schedule& s) {
-  for (const Action& a : s.ranks.at(stage->index())) {
+  for (const Action& a : s.ranks.at(position)) {
     try {
       sent_bytes = 0;
       sent_to = -1;
@@ -157,11 +188,11 @@ void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, boo
     return opts.global_batch && dp > 1 ? split_microbatches(p, dp, spec)[replica] : p;
   };
   try {
-    if (stage->is_first()) {
+    if (holds_first()) {
       if (in.empty()) throw ConfigError("stage 0 needs the input batch, got an empty payload");
       inputs = split_microbatches(my_part(in, opts.input_chunking), m, opts.input_chunking);
     }
-    if (stage->is_last()) {
+    if (holds_last()) {
       if (train && tgt.empty()) throw ConfigError("the last stage needs the targets, got an empty payload");
       const Payload mine = tgt.empty() ? Payload{} : my_part(tgt, opts.target_chunking);
       const std::int64_t rows = mine.empty() ? 0 : batch_size(mine, opts.target_chunking);
@@ -190,7 +221,7 @@ void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, boo
 // the Communicator keeps their buffers as long as Gloo may write into them.
 void PipelineEngine::Impl::abandon_step(const std::string& why) {
   broken = why;
-  stage->clear_stash();
+  for (auto& [index, st] : stages) st->clear_stash();
   loss_op = AsyncOp();  // its collective may never complete; nothing waits on it any more
   recv_act.clear();
   recv_grad.clear();

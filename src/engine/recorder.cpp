@@ -31,7 +31,7 @@ void Recorder::sync_clocks(Communicator& comm) {
       for (int i = 0; i < kPings; ++i) {
         auto req = comm.post_recv(r, wire::Kind::Clock, i);
         comm.wait_recv(*req, here);
-        comm.send({at::tensor({steady_us(), epoch_us_}, at::kDouble)}, r, wire::Kind::Clock, i, 0, here);
+        comm.send({at::tensor({steady_us(), epoch_us_}, at::kDouble)}, r, wire::Kind::Clock, i, 0, 0, here);
       }
     comm.wait_sends();
     return;
@@ -40,7 +40,7 @@ void Recorder::sync_clocks(Communicator& comm) {
   for (int i = 0; i < kPings; ++i) {
     auto reply = comm.post_recv(0, wire::Kind::Clock, i);
     const double t1 = steady_us();
-    comm.send({at::tensor({t1}, at::kDouble)}, 0, wire::Kind::Clock, i, 0, here);
+    comm.send({at::tensor({t1}, at::kDouble)}, 0, wire::Kind::Clock, i, 0, 0, here);
     const Payload p = comm.wait_recv(*reply, here);
     const double t2 = steady_us();
     const double t0 = p[0][0].item<double>();
@@ -89,7 +89,7 @@ trace::StepTrace Recorder::gather(Communicator& comm, std::int64_t step, const s
   };
   trace::StepTrace t;
   if (comm.rank() != 0) {
-    comm.send(pack(events_), 0, wire::Kind::Trace, 0, -1, here);
+    comm.send(pack(events_), 0, wire::Kind::Trace, 0, 0, -1, here);
     comm.wait_sends();
     events_.clear();
     return t;

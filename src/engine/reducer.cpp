@@ -109,18 +109,14 @@ void GradReducer::scale_gradients(double factor) {
     for (const auto& p : t.params) scale(p);
 }
 
-void GradReducer::audit_ties(int rank, int stage, const Topology& topo) const {
-  auto copy = [&](int r) {
-    return "stage " + std::to_string(topo.stage_of(r)) + " replica " + std::to_string(topo.replica_of(r)) + " (rank " +
-           std::to_string(r) + ")";
-  };
+void GradReducer::audit_ties(const Where& here, const std::function<std::string(int rank)>& copy) const {
   for (const auto& t : tied_) {
     const auto sums = t.group->all_gather(checksum(t.params), "audit of tied weight '" + t.key + "'");
     std::string differ;
     for (std::size_t i = 1; i < sums.size(); ++i)
       if (sums[i] != sums[0]) differ += (differ.empty() ? "" : ", ") + copy(t.group->ranks()[i]);
     if (!differ.empty())
-      throw Error(Where{rank, stage}.prefix() + "tied weight '" + t.key + "' has drifted: the copy on " + differ +
+      throw Error(here.prefix() + "tied weight '" + t.key + "' has drifted: the copy on " + differ +
                   " differs from the copy on " + copy(t.group->ranks()[0]));
   }
 }

@@ -12,7 +12,7 @@ namespace tpipe {
 // forward (when the last stages know their part), so it is complete long before anyone waits for
 // it at the end of the step: sharing the loss makes no rank wait for another.
 void PipelineEngine::Impl::start_loss_share() {
-  loss_share = {at::full({1}, stage->is_last() ? loss_sum : 0.0, at::kDouble)};
+  loss_share = {at::full({1}, holds_last() ? loss_sum : 0.0, at::kDouble)};
   loss_op = comm.world().all_reduce_sum_async(loss_share, "sharing the loss");
 }
 
@@ -40,7 +40,7 @@ void PipelineEngine::Impl::optimizer_step() {
   grad_norm = std::sqrt(norm[0].item<double>());
   ++steps_done;
   if (opts.tie_audit_every > 0 && steps_done % opts.tie_audit_every == 0) {
-    reducer->audit_ties(comm.rank(), stage->index(), topo);
+    audit_ties();
   }
 }
 

@@ -79,7 +79,7 @@ std::string generate(PipelineEngine& engine, Communicator& comm, const CharCorpu
   at::Tensor context = corpus.encode(prompt);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(c.seed + 7);
   const int rows = c.microbatches * c.dp;
-  const int sampler = engine.topology().rank(engine.num_stages() - 1, 0);
+  const int sampler = engine.rank_of_stage(engine.num_stages() - 1, 0);
   for (int i = 0; i < c.sample_chars; ++i) {
     const auto window = context.narrow(0, std::max<std::int64_t>(0, context.numel() - c.seq_len),
                                        std::min<std::int64_t>(context.numel(), c.seq_len));
@@ -115,14 +115,20 @@ void check_train_config(const TrainConfig& c) {
           "--stop-after must be between 0 (off) and --steps " + std::to_string(c.steps));
   require(c.stop_after == 0 || c.checkpoints != "-",
           "--stop-after ends the run with a checkpoint to resume from, but --checkpoints is '-'");
-  make_schedule(c.schedule, c.stages, c.microbatches);  // an unknown name says which ones exist
+  require(c.virtual_stages >= 0, "--virtual-stages must be >= 0 (0: the schedule's own)");
+  // An unknown name says which ones exist; the schedule gives the number of stages.
+  const int num_stages = make_schedule(c.schedule, c.stages, c.microbatches, c.virtual_stages).num_stages();
   GptConfig g = model_config(c, 2);
   check_config(g);
   const int specs = c.layers + 4;  // embed, pos, blocks, ln_f, lm_head
-  require(c.stages <= specs, "--stages " + std::to_string(c.stages) + " is more than the " + std::to_string(specs) +
-                                 " layers to cut (embed, pos, " + std::to_string(c.layers) +
-                                 " blocks, ln_f, lm_head); use fewer stages or more --layers");
-  partition_from_string(c.partition, specs, c.stages);
+  const std::string cut = num_stages == c.stages ? "--stages " + std::to_string(c.stages)
+                                                 : std::to_string(num_stages) + " stages (--stages " +
+                                                       std::to_string(c.stages) + " x " +
+                                                       std::to_string(num_stages / c.stages) + " per rank)";
+  require(num_stages <= specs, cut + " is more than the " + std::to_string(specs) + " layers to cut (embed, pos, " +
+                                   std::to_string(c.layers) + " blocks, ln_f, lm_head); use fewer stages or more "
+                                   "--layers");
+  partition_from_string(c.partition, specs, num_stages);
   require(c.optimizer == "sgd" || c.optimizer == "adam" || c.optimizer == "adamw",
           "--optimizer must be sgd, adam or adamw, got '" + c.optimizer + "'");
   require(c.lr > 0, "--lr must be positive");
@@ -133,8 +139,8 @@ void check_train_config(const TrainConfig& c) {
 
 nlohmann::json to_json(const TrainConfig& c) {
   return {{"stages", c.stages}, {"dp", c.dp}, {"microbatches", c.microbatches},
-          {"microbatch_size", c.microbatch_size}, {"schedule", c.schedule}, {"partition", c.partition},
-          {"layers", c.layers}, {"dim", c.dim}, {"heads", c.heads}, {"seq_len", c.seq_len}, {"steps", c.steps},
+          {"microbatch_size", c.microbatch_size}, {"schedule", c.schedule}, {"virtual_stages", c.virtual_stages},
+          {"partition", c.partition}, {"layers", c.layers}, {"dim", c.dim}, {"heads", c.heads}, {"seq_len", c.seq_len}, {"steps", c.steps},
           {"lr", c.lr}, {"optimizer", c.optimizer}, {"clip", c.clip}, {"seed", c.seed}, {"data", c.data},
           {"out", c.out}, {"trace", c.trace}, {"timeline", c.timeline}, {"metrics", c.metrics},
           {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"sample_chars", c.sample_chars},
@@ -151,7 +157,7 @@ void update_from_json(TrainConfig& c, const nlohmann::json& j) {
   try {
 #define TPIPE_TAKE(key) merged.at(#key).get_to(c.key)
     TPIPE_TAKE(stages); TPIPE_TAKE(dp); TPIPE_TAKE(microbatches); TPIPE_TAKE(microbatch_size);
-    TPIPE_TAKE(schedule); TPIPE_TAKE(partition); TPIPE_TAKE(layers); TPIPE_TAKE(dim); TPIPE_TAKE(heads);
+    TPIPE_TAKE(schedule); TPIPE_TAKE(virtual_stages); TPIPE_TAKE(partition); TPIPE_TAKE(layers); TPIPE_TAKE(dim); TPIPE_TAKE(heads);
     TPIPE_TAKE(seq_len); TPIPE_TAKE(steps); TPIPE_TAKE(lr); TPIPE_TAKE(optimizer); TPIPE_TAKE(clip);
     TPIPE_TAKE(seed); TPIPE_TAKE(data); TPIPE_TAKE(out); TPIPE_TAKE(trace); TPIPE_TAKE(timeline);
     TPIPE_TAKE(metrics); TPIPE_TAKE(eval_every); TPIPE_TAKE(eval_batches); TPIPE_TAKE(sample_chars);
@@ -173,6 +179,7 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   };
   EngineOptions o;
   o.schedule = c.schedule;
+  o.chunks_per_rank = c.virtual_stages;
   o.microbatches = c.microbatches;
   o.dp = c.dp;
   o.pp = c.stages;

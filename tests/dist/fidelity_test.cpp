@@ -24,18 +24,19 @@ struct Case {
   int pp;
   int dp;
   int microbatches;
+  int chunks = 0;  // stages per rank; 0: the schedule's own
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.schedule << " pp=" << c.pp << " dp=" << c.dp << " m=" << c.microbatches;
+  *os << c.schedule << " pp=" << c.pp << " dp=" << c.dp << " m=" << c.microbatches << " v=" << c.chunks;
 }
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   const Case& c = info.param;
   std::string schedule = c.schedule;
   std::replace(schedule.begin(), schedule.end(), '-', '_');  // test names allow letters, digits, '_'
-  return schedule + "_p" + std::to_string(c.pp) + (c.dp > 1 ? "_dp" + std::to_string(c.dp) : "") + "_m" +
-         std::to_string(c.microbatches);
+  return schedule + "_p" + std::to_string(c.pp) + (c.chunks > 0 ? "_v" + std::to_string(c.chunks) : "") +
+         (c.dp > 1 ? "_dp" + std::to_string(c.dp) : "") + "_m" + std::to_string(c.microbatches);
 }
 
 // Runs `model` pipelined on pp x dp thread ranks and checks every rank against the reference;
@@ -47,6 +48,7 @@ void expect_equal_to_single_process(const ModelDef& model, const Case& c, int ba
   expect_ranks_ok(c.pp * c.dp, [&](Communicator& comm) {
     EngineOptions o;
     o.schedule = c.schedule;
+    o.chunks_per_rank = c.chunks;
     o.microbatches = c.microbatches;
     o.dp = c.dp;
     o.pp = c.pp;
@@ -71,9 +73,12 @@ TEST_P(Fidelity, PipelineEqualsSingleProcess) {
 
 std::vector<Case> pipeline_cases() {
   std::vector<Case> cases;
-  for (const char* s : {"gpipe", "1f1b", "naive", "zb-h1"})
+  for (const char* s : {"gpipe", "1f1b", "naive", "zb-h1", "interleaved-1f1b", "zb-v"})
     for (int p : {1, 2, 3, 4})
       for (int m : {1, 2, 3, 4, 8}) cases.push_back({s, p, 1, m});
+  // Interleaved with more chunks: 8 layers in 4 chunks of 2 ranks, 3 of 2 (6 stages).
+  for (int v : {3, 4})
+    for (int m : {1, 3, 4, 5}) cases.push_back({"interleaved-1f1b", 2, 1, m, v});
   return cases;
 }
 
@@ -88,7 +93,7 @@ TEST_P(DataParallel, PipelineTimesReplicasEqualsSingleProcessOnTheGlobalBatch) {
 
 std::vector<Case> dp_cases() {
   std::vector<Case> cases;
-  for (const char* s : {"gpipe", "1f1b", "zb-h1"})
+  for (const char* s : {"gpipe", "1f1b", "zb-h1", "interleaved-1f1b", "zb-v"})
     for (auto [pp, dp] : {std::pair{2, 2}, {3, 2}, {1, 2}}) cases.push_back({s, pp, dp, 3});
   return cases;
 }
@@ -102,7 +107,8 @@ TEST(Clipping, ClippedStepEqualsSingleProcessClippedStep) {
   model.clip = 0.05;
   const Trace ref = reference_run(model, 12, kSteps);
   ASSERT_GT(ref.grad_norms[0], 0.1) << "the test must actually clip";
-  for (Case c : {Case{"1f1b", 3, 1, 4}, Case{"gpipe", 2, 2, 3}, Case{"zb-h1", 3, 1, 4}, Case{"zb-h1", 2, 2, 3}})
+  for (Case c : {Case{"1f1b", 3, 1, 4}, Case{"gpipe", 2, 2, 3}, Case{"zb-h1", 3, 1, 4}, Case{"zb-h1", 2, 2, 3},
+                 Case{"interleaved-1f1b", 2, 2, 3}, Case{"zb-v", 3, 1, 4}, Case{"zb-v", 2, 2, 3}})
     expect_equal_to_single_process(model, c, 12, kSteps, ref);
 }
 
@@ -111,8 +117,11 @@ TEST(Tied, KeysUsedInDifferentOrdersOnDifferentStages) {
   ASSERT_EQ(ref.weights.count("a.weight") + ref.weights.count("b.weight"), 2u);
   // zb-h1 with p = 1: both positions of each key on one stage, a weight used twice there, so
   // that stage cannot split its backward and runs it whole in B.
+  // zb-v p = 2: b0 (stage 0) and b1 (stage 2) on different ranks, a0 (stage 1) and a1 (stage 3)
+  // too; interleaved p = 2, v = 2: stages 0 and 2 on rank 0 hold b0 and b1, one module there.
   for (Case c : {Case{"1f1b", 4, 1, 3}, Case{"gpipe", 3, 1, 2}, Case{"1f1b", 2, 2, 2}, Case{"zb-h1", 4, 1, 3},
-                 Case{"zb-h1", 2, 2, 2}, Case{"zb-h1", 1, 1, 3}})
+                 Case{"zb-h1", 2, 2, 2}, Case{"zb-h1", 1, 1, 3}, Case{"zb-v", 2, 1, 3}, Case{"zb-v", 4, 1, 3},
+                 Case{"interleaved-1f1b", 2, 1, 4}, Case{"interleaved-1f1b", 2, 2, 2}})
     expect_equal_to_single_process(tied_toy_model(), c, 10, kSteps, ref);
 }
 
@@ -127,7 +136,11 @@ TEST_P(TiedGpt, EqualsTheSingleProcessModelWithOneSharedWeight) {
 INSTANTIATE_TEST_SUITE_P(Threads, TiedGpt,
                          ::testing::Values(Case{"1f1b", 2, 1, 2}, Case{"gpipe", 3, 1, 4}, Case{"1f1b", 2, 2, 2},
                                            Case{"gpipe", 3, 2, 2}, Case{"zb-h1", 2, 1, 2}, Case{"zb-h1", 3, 1, 4},
-                                           Case{"zb-h1", 3, 2, 3}),
+                                           Case{"zb-h1", 3, 2, 3},
+                                           // zb-v: embedding and output projection both on rank 0,
+                                           // one module; interleaved: on ranks 0 and p-1.
+                                           Case{"zb-v", 2, 1, 4}, Case{"zb-v", 3, 2, 3},
+                                           Case{"interleaved-1f1b", 3, 1, 3}, Case{"interleaved-1f1b", 2, 2, 4}),
                          case_name);
 
 // The comparison is sensitive: a run on a different batch is far from the reference.

@@ -21,10 +21,10 @@ TEST(Topology, TheSeedsFigurePp2Dp2) {
 
 TEST(Topology, Pp3Dp2GroupsAndInverse) {
   const Topology t(3, 2);
-  for (int r = 0; r < 6; ++r) EXPECT_EQ(t.rank(t.stage_of(r), t.replica_of(r)), r);
-  EXPECT_EQ(t.stage_of(5), 2);
+  for (int r = 0; r < 6; ++r) EXPECT_EQ(t.rank(t.position_of(r), t.replica_of(r)), r);
+  EXPECT_EQ(t.position_of(5), 2);
   EXPECT_EQ(t.replica_of(5), 1);
-  EXPECT_EQ(t.ranks_of_stages({2, 0}), (std::vector<int>{0, 1, 4, 5}));
+  EXPECT_EQ(t.ranks_of_positions({2, 0}), (std::vector<int>{0, 1, 4, 5}));
   EXPECT_EQ(Topology::for_world(6, 2).pp(), 3);
 }
 

@@ -36,16 +36,24 @@ TEST(Wire, CorruptHeaderIsACommError) {
   EXPECT_THROW(decode(empty_header()), CommError);
 }
 
-TEST(Wire, TagsAreDistinctPerKindMicroBatchTensorAndPrediction) {
+TEST(Wire, TagsAreDistinctPerKindMicroBatchLinkTensorAndPrediction) {
   std::set<int> tags;
   for (Kind k : {Kind::Activation, Kind::Gradient, Kind::Clock, Kind::Trace})
-    for (int mb = 0; mb < 64; ++mb) {
-      EXPECT_TRUE(tags.insert(header_tag(k, mb)).second);
-      for (int i = 0; i < kMaxTensors; ++i)
-        for (bool predicted : {true, false}) EXPECT_TRUE(tags.insert(data_tag(k, mb, i, predicted)).second);
-    }
-  EXPECT_EQ(tags.size(), 4u * 64 * (1 + 2 * kMaxTensors));
+    for (int mb : {0, 1, 2, 63, kMaxMicrobatches - 1})
+      for (int link : {0, 1, kMaxLinks - 1}) {
+        EXPECT_TRUE(tags.insert(header_tag(k, mb, link)).second);
+        for (int i = 0; i < kMaxTensors; ++i)
+          for (bool predicted : {true, false}) EXPECT_TRUE(tags.insert(data_tag(k, mb, link, i, predicted)).second);
+      }
+  EXPECT_EQ(tags.size(), 4u * 5 * 3 * (1 + 2 * kMaxTensors));
   EXPECT_EQ(*tags.begin(), 0);
+  EXPECT_GT(*tags.rbegin(), 0);  // the largest tag does not overflow
+}
+
+TEST(Wire, MicroBatchOrLinkOutOfRangeHasNoTag) {
+  EXPECT_THROW(header_tag(Kind::Activation, kMaxMicrobatches, 0), ConfigError);
+  EXPECT_THROW(header_tag(Kind::Activation, 0, kMaxLinks), ConfigError);
+  EXPECT_THROW(data_tag(Kind::Gradient, -1, 0, 0, true), ConfigError);
 }
 
 }  // namespace

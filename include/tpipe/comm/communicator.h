@@ -52,14 +52,15 @@ class Communicator {
 
   // A receive posted ahead of its consumer. One that is never waited for (its step failed) may
   // be dropped: the Communicator keeps its buffers as long as Gloo may write into them.
+  // `link` tells apart two messages of one kind and micro-batch from the same peer (wire.h).
   struct PendingRecv;
-  std::shared_ptr<PendingRecv> post_recv(int src, wire::Kind kind, int mb);
+  std::shared_ptr<PendingRecv> post_recv(int src, wire::Kind kind, int mb, int link = 0);
   // Waits for the message and returns its payload; `where` names the consuming action in errors.
   Payload wait_recv(PendingRecv& r, const Where& where);
 
   // Starts sending a payload (tensors are made contiguous and held until the peer has them).
   // Throws if an earlier send failed.
-  void send(const Payload& p, int dst, wire::Kind kind, int mb, int sender_stage, const Where& where);
+  void send(const Payload& p, int dst, wire::Kind kind, int mb, int link, int sender_stage, const Where& where);
   // Waits until every send started so far has been received; throws if one failed.
   void wait_sends();
   // The data tensors of the sends not yet received (what sending holds in memory now).

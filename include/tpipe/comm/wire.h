@@ -18,6 +18,10 @@ namespace tpipe::wire {
 
 constexpr int kHeaderWords = 64;
 constexpr int kMaxTensors = 15;  // tags reserve 32 slots per message: header, tensors twice (below)
+// Two messages of one kind and micro-batch between the same two ranks (a rank holding several
+// stages) are told apart by their link: the sending stage's chunk on its rank, 0..kMaxLinks-1.
+constexpr int kMaxLinks = 16;
+constexpr int kMaxMicrobatches = 1 << 20;  // so that every tag fits in an int
 
 // Activations and gradients flow along the pipeline; Clock and Trace messages are the engine's
 // own (clock alignment at start-up, trace records gathered on rank 0 after a step).
@@ -46,12 +50,12 @@ Payload allocate(const Header& h);      // uninitialised tensors to receive into
 std::string to_string(const TensorMeta& m);  // "[8,512] double", "none"
 std::string to_string(Kind k);               // "activation", "gradient"
 
-// The c10d tag of a message's header.
-int header_tag(Kind kind, int mb);
+// The c10d tag of a message's header (0 <= mb < kMaxMicrobatches, 0 <= link < kMaxLinks).
+int header_tag(Kind kind, int mb, int link);
 // The c10d tag of tensor `i` of a message. A receiver that expects the same shapes as last time
 // posts its data receives before the header arrives, on the `predicted` tags; the sender knows
 // what was predicted (its own last message on that channel) and sends on those tags when the
 // shapes match, on the others when they do not (or when nothing was predicted).
-int data_tag(Kind kind, int mb, int i, bool predicted);
+int data_tag(Kind kind, int mb, int link, int i, bool predicted);
 
 }  // namespace tpipe::wire

@@ -23,7 +23,8 @@ struct TrainConfig {
   int microbatches = 4;
   int microbatch_size = 8;          // sequences per micro-batch: global batch = size x m x dp
   std::string schedule = "1f1b";
-  std::string partition = "uniform";
+  int virtual_stages = 0;           // stages per rank; 0: the schedule's (2 for interleaved-1f1b, zb-v)
+  std::string partition = "uniform";  // over stages x virtual stages
   int layers = 4;                   // transformer blocks
   int dim = 128;
   int heads = 4;
