@@ -32,9 +32,9 @@ double Reporter::on_step(const PipelineEngine& engine, const StepResult& r, std:
     m.bubble = bubble;
     m.grad_norm = r.grad_norm;
     m.val_loss = val_loss;
-    m.peak_activation_bytes.assign(engine.num_stages(), 0);
+    m.peak_activation_bytes.assign(engine.topology().pp(), 0);
     for (const auto& e : t.events) {
-      auto& peak = m.peak_activation_bytes.at(t.ranks.at(e.rank).stage);
+      auto& peak = m.peak_activation_bytes.at(engine.topology().position_of(e.rank));
       peak = std::max(peak, e.stash_bytes);
     }
     append_line(opts_.metrics_path, trace::metrics_line(m));

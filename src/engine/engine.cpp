@@ -185,7 +185,7 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
   if (I.recorder.on()) {
     std::vector<trace::RankInfo> ranks;
     for (int r = 0; r < I.topo.world_size(); ++r)
-      ranks.push_back({r, I.train_schedule.stages_of(I.topo.position_of(r)).front(), I.topo.replica_of(r)});
+      ranks.push_back({r, I.train_schedule.stages_of(I.topo.position_of(r)), I.topo.replica_of(r)});
     I.last_trace = I.recorder.gather(I.comm, I.steps_done, ranks);
   }
   const auto t2 = std::chrono::steady_clock::now();

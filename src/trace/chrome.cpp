@@ -104,8 +104,7 @@ json flow(const Event& e, const Flow& f) {
 }
 
 json metadata(const RankInfo& r) {
-  const std::string name = "rank " + std::to_string(r.rank) + " \xC2\xB7 stage " +
-                           std::to_string(r.stage) + " \xC2\xB7 replica " +
+  const std::string name = "rank " + std::to_string(r.rank) + " \xC2\xB7 " + stages_label(r) + " \xC2\xB7 replica " +
                            std::to_string(r.replica);
   return json::array(
       {{{"ph", "M"}, {"name", "process_name"}, {"pid", r.rank}, {"tid", 0},

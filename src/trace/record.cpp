@@ -38,17 +38,15 @@ Bubble measured_bubble(const StepTrace& t) {
   return b;
 }
 
+std::string stages_label(const RankInfo& r) {
+  std::string text = r.stages.size() == 1 ? "stage " : "stages ";
+  for (std::size_t i = 0; i < r.stages.size(); ++i) text += (i ? "," : "") + std::to_string(r.stages[i]);
+  return text;
+}
+
 StepTrace from_simulation(const Schedule& s, const SimResult& r, double unit_us) {
   StepTrace t;
-  for (int rank = 0; rank < s.num_ranks(); ++rank) {
-    int stage = 0;
-    for (int st = 0; st < s.num_stages(); ++st)
-      if (s.rank_of(st) == rank) {
-        stage = st;
-        break;
-      }
-    t.ranks.push_back({rank, stage, 0});
-  }
+  for (int rank = 0; rank < s.num_ranks(); ++rank) t.ranks.push_back({rank, s.stages_of(rank), 0});
   // A receive is posted early in the plan; as in a measured trace it is drawn where the data
   // arrives: at the end of the matching send (never before its own posting).
   std::map<std::tuple<int, Op, int>, double> send_end;

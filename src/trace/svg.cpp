@@ -31,6 +31,7 @@ constexpr const char* kDot = "\u00b7";
 constexpr const char* kForward = "#4e79a7";
 constexpr const char* kBackward = "#f28e2b";
 constexpr const char* kWeight = "#59a14f";
+constexpr const char* kLaterChunk = " fill-opacity=\"0.6\"";  // compute of a rank's later stages
 constexpr const char* kRecv = "#9d9d9d";
 constexpr const char* kSend = "#333333";
 constexpr const char* kReduce = "#b07aa1";
@@ -125,7 +126,7 @@ std::string hover(const Event& e) {
 }
 
 std::string rank_label(const RankInfo& r) {
-  return "rank " + std::to_string(r.rank) + " " + kDot + " stage " + std::to_string(r.stage) + " " + kDot +
+  return "rank " + std::to_string(r.rank) + " " + kDot + " " + stages_label(r) + " " + kDot +
          " replica " + std::to_string(r.replica);
 }
 
@@ -169,12 +170,16 @@ std::string render_timeline_svg(const StepTrace& t, const TimelineStyle& style) 
     body += text(kMargin, y + row_h / 2 + kFont * 0.35, rank_label(t.ranks[i]), kFont);
   }
 
-  bool any_weight = false;
+  bool any_weight = false, any_chunk = false;
   const auto draw = [&](const Event& e) {
     const Op op = e.action.op;
     const bool send = op == Op::SendAct || op == Op::SendGrad;
     if (e.rank < 0 || e.rank >= static_cast<int>(t.ranks.size()) || (e.end_us <= e.start_us && !send)) return;
     any_weight |= op == Op::Weight;
+    // A rank holding several stages (virtual stages): its later stages' boxes are lighter.
+    const auto& mine = t.ranks[e.rank].stages;
+    const bool later_chunk = is_compute(op) && !mine.empty() && e.action.stage != mine.front();
+    any_chunk |= later_chunk;
     const double y = top + e.rank * row_h + pad, h = row_h - 2 * pad;
     double x = x_of(e.start_us);
     const double w = x_of(e.end_us) - x;
@@ -193,8 +198,9 @@ std::string render_timeline_svg(const StepTrace& t, const TimelineStyle& style) 
       by = y + h * 0.2;
       bh = h * 0.6;
     }
+    const std::string extra = std::string(stroke) + (later_chunk ? kLaterChunk : "");
     body += std::string("<g class=\"") + class_of(op) + "\"><title>" + escape(hover(e)) + "</title>" +
-            rect(x, by, bw, bh, fill_of(op), stroke);
+            rect(x, by, bw, bh, fill_of(op), extra.c_str());
     const std::string mb = std::to_string(e.action.mb);
     // Shrink long numbers a little rather than drop them, so a row does not switch from numbered
     // to bare boxes at micro-batch 10 (digits are ~0.64 em wide).
@@ -229,9 +235,11 @@ std::string render_timeline_svg(const StepTrace& t, const TimelineStyle& style) 
   struct Entry {
     const char* fill;
     std::string label;
+    const char* extra = "";
   };
   std::vector<Entry> entries = {{kForward, "forward"}, {kBackward, "backward"}};
   if (any_weight) entries.push_back({kWeight, "weight"});
+  if (any_chunk) entries.push_back({kForward, "lighter: a rank's later stage", kLaterChunk});
   for (Entry e : {Entry{kRecv, "waiting for data"}, Entry{kReduce, "reduction"}, Entry{kStep, "end of step (sync, optimizer)"},
                   Entry{kSend, "message sent"}})
     entries.push_back(e);
@@ -242,7 +250,7 @@ std::string render_timeline_svg(const StepTrace& t, const TimelineStyle& style) 
     double x = kMargin;
     for (std::size_t i : line) {
       const bool tick = entries[i].fill == kSend;  // drawn as in the plot: a thin mark
-      body += rect(tick ? x + 5 : x, y - 10, tick ? 2 : 12, 12, entries[i].fill) + "\n";
+      body += rect(tick ? x + 5 : x, y - 10, tick ? 2 : 12, 12, entries[i].fill, entries[i].extra) + "\n";
       body += text(x + 18, y, entries[i].label, kFont);
       x += widths[i];
     }

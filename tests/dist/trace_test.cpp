@@ -22,11 +22,12 @@ namespace {
 
 constexpr int kStages = 3, kMicro = 4;
 
-std::vector<trace::StepTrace> record_gpipe(int steps, const ReportOptions& report_options = {}) {
+std::vector<trace::StepTrace> record(const std::string& schedule, int ranks, int steps,
+                                     const ReportOptions& report_options = {}) {
   std::vector<trace::StepTrace> traces;
-  expect_ranks_ok(kStages, [&](Communicator& comm) {
+  expect_ranks_ok(ranks, [&](Communicator& comm) {
     EngineOptions o;
-    o.schedule = "gpipe";
+    o.schedule = schedule;
     o.microbatches = kMicro;
     o.record = true;
     o.input_chunking = fidelity_input_chunking();
@@ -44,6 +45,10 @@ std::vector<trace::StepTrace> record_gpipe(int steps, const ReportOptions& repor
   return traces;
 }
 
+std::vector<trace::StepTrace> record_gpipe(int steps, const ReportOptions& report_options = {}) {
+  return record("gpipe", kStages, steps, report_options);
+}
+
 TEST(Trace, GPipeStepHasEveryForwardAndBackwardOnItsRank) {
   const auto traces = record_gpipe(2);
   ASSERT_EQ(traces.size(), 2u);
@@ -54,7 +59,7 @@ TEST(Trace, GPipeStepHasEveryForwardAndBackwardOnItsRank) {
   for (const auto& e : t.events) {
     if (is_compute(e.action.op)) {
       ++count[{e.rank, e.action.op}];
-      EXPECT_EQ(t.ranks[e.rank].stage, e.action.stage);
+      EXPECT_EQ(t.ranks[e.rank].stages, std::vector<int>{e.action.stage});
     }
     EXPECT_LE(e.start_us, e.end_us);
   }
@@ -65,6 +70,33 @@ TEST(Trace, GPipeStepHasEveryForwardAndBackwardOnItsRank) {
   // Ranks' clocks are aligned to rank 0's within half a sync round trip, which a loaded machine
   // (tests running side by side) stretches to a few hundred microseconds; steps last far longer.
   EXPECT_GT(traces[1].start_us(), traces[0].end_us() - 1000.0) << "steps follow one another on one clock";
+}
+
+// ZB-V on 2 ranks: rank 0 holds stages 0 and 3, rank 1 stages 1 and 2; each stage runs F, B and
+// W of every micro-batch there, and only the hand-offs between ranks are messages (stage 1 to 2
+// on rank 1 is not).
+TEST(Trace, ZbVStepRunsEachStageOnItsRankWithMessagesOnlyBetweenRanks) {
+  const auto traces = record("zb-v", 2, 1);
+  const trace::StepTrace& t = traces.at(0);
+  ASSERT_EQ(t.ranks.size(), 2u);
+  EXPECT_EQ(t.ranks[0].stages, (std::vector<int>{0, 3}));
+  EXPECT_EQ(t.ranks[1].stages, (std::vector<int>{1, 2}));
+  std::map<std::pair<int, Op>, int> count;
+  int sends = 0;
+  for (const auto& e : t.events) {
+    if (is_compute(e.action.op)) {
+      ++count[{e.action.stage, e.action.op}];
+      EXPECT_EQ(e.rank, e.action.stage == 0 || e.action.stage == 3 ? 0 : 1) << to_string(e.action);
+    }
+    if (e.action.op == Op::SendAct || e.action.op == Op::SendGrad) {
+      ++sends;
+      EXPECT_NE(e.action.stage == 1 && e.action.op == Op::SendAct, true) << "stage 1 hands stage 2 its output";
+      EXPECT_NE(e.action.stage == 2 && e.action.op == Op::SendGrad, true) << "and stage 2 hands back its gradient";
+    }
+  }
+  for (int st = 0; st < 4; ++st)
+    for (Op op : {Op::Forward, Op::Backward, Op::Weight}) EXPECT_EQ((count[{st, op}]), kMicro) << st << to_string(op);
+  EXPECT_EQ(sends, 4 * kMicro);  // 0->1 and 2->3 forward, 3->2 and 1->0 backward
 }
 
 TEST(Trace, EveryMessageIsOneFlowAndReceivesEndAfterTheirSends) {

@@ -47,7 +47,7 @@ Event ev(int rank, const char* action, double start, double end, int peer = -1) 
 // Two ranks, one micro-batch, with the communication and end-of-step events a real step records.
 StepTrace hand_made() {
   StepTrace t;
-  t.ranks = {{0, 0, 0}, {1, 1, 0}};
+  t.ranks = {{0, {0}, 0}, {1, {1}, 0}};
   t.events = {ev(0, "0F0", 0, 1000),          ev(0, "0SEND_F0", 1000, 1010, 1), ev(0, "0RECV_B0", 1010, 3000, 1),
               ev(0, "0B0", 3000, 5000),       ev(0, "0REDUCE_DP", 5000, 5100),  ev(0, "0STEP", 5100, 5600),
               ev(1, "1RECV_F0", 0, 1010, 0),  ev(1, "1F0", 1010, 2000),         ev(1, "1B0", 2000, 3000),
@@ -80,6 +80,19 @@ TEST(Svg, RowLabelsAxisAndLegend) {
   EXPECT_NE(svg.find(">30</text>"), std::string::npos);
   for (const char* entry : {">forward<", ">backward<", ">waiting for data<", ">reduction<", ">end of step (sync, optimizer)<"})
     EXPECT_NE(svg.find(entry), std::string::npos) << entry;
+}
+
+// ZB-V on 2 ranks: rows name both stages of a rank, and the later stage's boxes (stages 3 and 2)
+// are the lighter ones: 3 actions (F, B, W) x 4 micro-batches x 2 ranks.
+TEST(Svg, RanksWithSeveralStagesShowTheirChunks) {
+  const Schedule s = make_schedule("zb-v", 2, 4);
+  const std::string svg = render_timeline_svg(from_simulation(s, simulate(s, Costs{1, 1, 1})));
+  EXPECT_EQ(count(svg, ">rank 0 \u00b7 stages 0,3 \u00b7 replica 0</text>"), 1);
+  EXPECT_EQ(count(svg, ">rank 1 \u00b7 stages 1,2 \u00b7 replica 0</text>"), 1);
+  EXPECT_EQ(count(svg, "fill-opacity=\"0.6\"/>"), 3 * 4 * 2 + 1);  // and the legend's swatch
+  EXPECT_EQ(count(svg, "<title>3F0 "), 1);
+  EXPECT_NE(svg.find(">lighter: a rank's later stage<"), std::string::npos);
+  EXPECT_EQ(render_timeline_svg(gpipe_plan()).find("fill-opacity"), std::string::npos);
 }
 
 TEST(Svg, BubbleLineIsTheMeasuredBubble) {
@@ -117,7 +130,7 @@ TEST(Svg, CommunicationAndStepEnd) {
 
 TEST(Svg, ShortSpansUseMicroseconds) {
   StepTrace t;
-  t.ranks = {{0, 0, 0}};
+  t.ranks = {{0, {0}, 0}};
   t.events = {ev(0, "0F0", 100, 250), ev(0, "0B0", 250, 400)};
   const std::string svg = render_timeline_svg(t);
   EXPECT_NE(svg.find(">time (\u00b5s)</text>"), std::string::npos);

@@ -16,7 +16,7 @@ struct StepMetrics {
   std::int64_t samples = 0;  // samples in the global batch (all replicas)
   std::int64_t tokens = 0;   // 0 when the model has no notion of tokens
   double bubble = -1;        // measured idle share; < 0 when not measured
-  std::vector<std::int64_t> peak_activation_bytes;  // per stage
+  std::vector<std::int64_t> peak_activation_bytes;  // per pipeline position: a rank's stages together
   double grad_norm = 0;      // global norm before clipping
   std::optional<double> val_loss;
 };

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tpipe/schedule/schedule.h"
@@ -27,9 +28,12 @@ struct Event {
 
 struct RankInfo {
   int rank = 0;
-  int stage = 0;
+  std::vector<int> stages;  // this rank's stages, ascending (several with virtual stages)
   int replica = 0;
 };
+
+// "stage 1", or "stages 0,3" for a rank holding several.
+std::string stages_label(const RankInfo& r);
 
 struct StepTrace {
   std::int64_t step = 0;
