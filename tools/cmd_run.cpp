@@ -30,7 +30,10 @@ int run_main(int argc, char** argv) {
   // Everything from PROGRAM on belongs to PROGRAM, even options that look like ours ("-n").
   app.prefix_command();
   app.footer("After the options: [--] PROGRAM ARGS..., started once per rank. Each output line is\n"
-             "prefixed with [rank k]; the exit code is that of the first rank that failed.");
+             "prefixed with [rank k]; the exit code is that of the rank that failed first (by the time\n"
+             "it reported, see report_rank_failure in tpipe/launcher.h). SIGINT, SIGTERM and SIGHUP\n"
+             "stop every rank; if tpipe run is killed outright, its ranks are killed with it.\n"
+             "At most 8 ranks per core, and 256, on one machine.");
 
   try {
     app.parse(argc, argv);
@@ -46,11 +49,13 @@ int run_main(int argc, char** argv) {
                       "'; if it is PROGRAM's, put PROGRAM ARGS... after '--'");
   }
 
+  // A job this machine cannot start is refused before the tuning line, which lists every rank.
+  check_launch_size(options.nproc, options.nnodes, options.node_rank, usable_cores());
   // The BLAS kernel and threads of the ranks, unless the user set them; one line says what and why.
   const RankTuning tuning = tune_local_ranks(options.nproc);
   options.env = tuning.set;
   options.cpus = tuning.cpus;
-  if (options.nproc >= 1 && !options.command.empty()) std::cerr << "tpipe run: " << tuning.line << std::endl;
+  if (!options.command.empty()) std::cerr << "tpipe run: " << tuning.line << std::endl;
   const LaunchResult result = launch(options, [](const std::string& line, bool is_stderr) {
     (is_stderr ? std::cerr : std::cout) << line << std::endl;
   });

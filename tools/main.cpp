@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "tpipe/error.h"
+#include "tpipe/launcher.h"
 
 namespace {
 
@@ -31,6 +32,9 @@ int main(int argc, char** argv) {
     if (cmd == "doctor") return tpipe::cli::doctor_main(argc - 1, argv + 1);
     if (cmd == "checkpoint") return tpipe::cli::checkpoint_main(argc - 1, argv + 1);
   } catch (const std::exception& e) {
+    // When this process is a rank (tpipe train's workers are), the launcher learns when it failed,
+    // so that it blames this rank rather than a peer that failed because of it.
+    tpipe::report_rank_failure(e.what());
     std::cerr << "tpipe " << cmd << ": " << e.what() << "\n";
     return 1;
   }
