@@ -37,7 +37,12 @@ double Reporter::on_step(const PipelineEngine& engine, const StepResult& r, std:
       auto& peak = m.peak_activation_bytes.at(engine.topology().position_of(e.rank));
       peak = std::max(peak, e.stash_bytes);
     }
-    append_line(opts_.metrics_path, trace::metrics_line(m));
+    m.skipped = r.skipped;
+    if (opts_.fresh_metrics && !metrics_started_)
+      write_file_atomic(opts_.metrics_path, trace::metrics_line(m) + "\n");
+    else
+      append_line(opts_.metrics_path, trace::metrics_line(m));
+    metrics_started_ = true;
   }
   if (!opts_.trace_path.empty() || !opts_.timeline_path.empty()) {
     steps_.push_back(t);

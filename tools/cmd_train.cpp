@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -18,6 +19,7 @@
 #include "tpipe/launcher.h"
 #include "tpipe/machine/doctor.h"
 #include "tpipe/train/gpt_trainer.h"
+#include "tpipe/util/files.h"
 
 namespace tpipe::cli {
 namespace {
@@ -26,6 +28,45 @@ constexpr const char* kProgress = "[rank 0] PROGRESS ";
 constexpr const char* kSummary = "[rank 0] SUMMARY ";
 constexpr const char* kDoctor = "[rank 0] DOCTOR ";
 constexpr const char* kNote = "[rank 0] NOTE ";
+
+// JSON text that stays valid when the sample cuts a multi-byte character in two.
+std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+// A number the launcher reads back: not finite becomes null (JSON has no NaN).
+nlohmann::json number(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); }
+double number(const nlohmann::json& j) { return j.is_number() ? j.get<double>() : std::nan(""); }
+
+// LibTorch's errors carry C++ frames; users get the first line unless TPIPE_DEBUG=1.
+std::string first_line(const std::string& text) {
+  const char* debug = std::getenv("TPIPE_DEBUG");
+  if (debug && std::string(debug) == "1") return text;
+  return text.substr(0, text.find('\n'));
+}
+
+int run_rank(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm, const DoctorReport& machine) {
+  const TrainSummary s = train_gpt(
+      c, corpus, comm,
+      [](const TrainProgress& p) {
+        nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", number(p.loss)}, {"tok_s", p.tokens_per_s},
+                         {"elapsed", p.elapsed_s}};
+        if (p.val_loss) j["val"] = number(*p.val_loss);
+        std::cout << "PROGRESS " << dump(j) << std::endl;
+      },
+      [](const std::string& text) {
+        std::istringstream lines(text);
+        for (std::string line; std::getline(lines, line);) std::cout << "NOTE " << line << std::endl;
+      });
+  if (comm.rank() == 0) {
+    nlohmann::json j{{"val_losses", s.val_losses}, {"unigram", s.unigram_entropy}, {"tok_s", s.tokens_per_s},
+                     {"bubble", s.bubble}, {"sample", s.sample}, {"vocab", corpus.vocab_size()},
+                     {"flops_per_token", s.flops_per_token}, {"peak_gflops", machine.gemm_gflops},
+                     {"kernel", machine.facts.blas_corename},
+                     {"source", corpus.source()}, {"train_tokens", corpus.train_tokens()},
+                     {"last_step", s.last_step}, {"checkpoint", s.checkpoint}, {"skipped", s.skipped_steps}};
+    std::cout << "SUMMARY " << dump(j) << std::endl;
+  }
+  return 0;
+}
 
 int run_worker(const std::string& config_json) {
   TrainConfig c;
@@ -39,29 +80,23 @@ int run_worker(const std::string& config_json) {
     machine = examine_machine();
     std::cout << "DOCTOR " << summary_line(machine) << std::endl;
   }
-  auto comm = Communicator::from_env();
-  const TrainSummary s = train_gpt(
-      c, corpus, *comm,
-      [](const TrainProgress& p) {
-        nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", p.loss}, {"tok_s", p.tokens_per_s},
-                         {"elapsed", p.elapsed_s}};
-        if (p.val_loss) j["val"] = *p.val_loss;
-        std::cout << "PROGRESS " << j.dump() << std::endl;
-      },
-      [](const std::string& text) {
-        std::istringstream lines(text);
-        for (std::string line; std::getline(lines, line);) std::cout << "NOTE " << line << std::endl;
-      });
-  if (comm->rank() == 0) {
-    nlohmann::json j{{"val_losses", s.val_losses}, {"unigram", s.unigram_entropy}, {"tok_s", s.tokens_per_s},
-                     {"bubble", s.bubble}, {"sample", s.sample}, {"vocab", corpus.vocab_size()},
-                     {"flops_per_token", s.flops_per_token}, {"peak_gflops", machine.gemm_gflops},
-                     {"kernel", machine.facts.blas_corename},
-                     {"source", corpus.source()}, {"train_tokens", corpus.train_tokens()},
-                     {"last_step", s.last_step}, {"checkpoint", s.checkpoint}};
-    std::cout << "SUMMARY " << j.dump() << std::endl;
+  CommOptions co;
+  co.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(c.timeout * 1000));
+  auto comm = Communicator::from_env(co);
+  try {
+    return run_rank(c, corpus, *comm, machine);
+  } catch (const NonFiniteError& e) {
+    // Every rank stops at the same step with the same message: rank 0 says it.
+    // The launcher names the rank already: drop the engine's "[rank 0] ".
+    std::string what = e.what();
+    if (what.rfind('[', 0) == 0 && what.find("] ") != std::string::npos) what.erase(0, what.find("] ") + 2);
+    if (comm->rank() == 0) std::cerr << "tpipe train: " << what << std::endl;
+    return 1;
+  } catch (const c10::Error& e) {
+    throw Error(first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    throw Error(first_line(e.what()));
   }
-  return 0;
 }
 
 void print_summary(const nlohmann::json& s, const TrainConfig& c) {
@@ -72,8 +107,8 @@ void print_summary(const nlohmann::json& s, const TrainConfig& c) {
   std::printf("corpus            %s, %lld training characters, %d symbols\n",
               s["source"].get<std::string>().c_str(), s["train_tokens"].get<long long>(), s["vocab"].get<int>());
   if (!val.empty())
-    std::printf("validation loss   %.3f nats (step %d); unigram entropy %.3f nats\n",
-                val.back()[1].get<double>(), val.back()[0].get<int>(), s["unigram"].get<double>());
+    std::printf("validation loss   %.3f nats (step %d); unigram entropy %.3f nats\n", number(val.back()[1]),
+                val.back()[0].get<int>(), s["unigram"].get<double>());
   std::printf("throughput        %.0f tokens/s over %d ranks (%d stages x %d %s)\n", s["tok_s"].get<double>(),
               c.stages * c.dp, c.stages, c.dp, c.dp == 1 ? "replica" : "replicas");
   const double gflops = s["tok_s"].get<double>() * s["flops_per_token"].get<double>() / 1e9;
@@ -89,6 +124,9 @@ void print_summary(const nlohmann::json& s, const TrainConfig& c) {
               file(c.timeline, "timeline.svg").c_str(), file(c.metrics, "metrics.jsonl").c_str());
   if (!s["checkpoint"].get<std::string>().empty())
     std::printf("checkpoint        %s\n", s["checkpoint"].get<std::string>().c_str());
+  if (s.value("skipped", 0) > 0)
+    std::printf("skipped steps     %d with a loss or gradient norm that was not finite (--on-nonfinite skip)\n",
+                s["skipped"].get<int>());
   if (s["last_step"].get<int>() < c.steps)
     std::printf("stopped after step %d of %d (--stop-after); continue with --resume auto\n",
                 s["last_step"].get<int>(), c.steps);
@@ -140,6 +178,9 @@ int train_main(int argc, char** argv) {
                                         "the checkpoint directory, if any");
   opt("--stop-after", &TrainConfig::stop_after, "end after this step with a checkpoint, as a job with a time limit "
                                                 "must (the schedule stays that of --steps)");
+  opt("--on-nonfinite", &TrainConfig::on_nonfinite,
+      "stop | skip: a NaN or infinite loss or gradient norm stops the run (naming the step), or skips that step");
+  opt("--timeout", &TrainConfig::timeout, "seconds a rank waits for another before the run fails naming it");
   app.add_option("--config", config_file, "JSON file with the same keys (seq_len, ...); flags override it");
   app.add_option("--worker", worker, "(internal) run one rank with this JSON config")->group("");
   try {
@@ -157,14 +198,18 @@ int train_main(int argc, char** argv) {
     try {
       in >> j;
     } catch (const nlohmann::json::exception& e) {
-      throw ConfigError("--config " + config_file + " is not valid JSON: " + e.what());
+      // nlohmann's text starts with its own "[json.exception.parse_error.101] ".
+      std::string why = e.what();
+      if (why.rfind("[json.exception.", 0) == 0 && why.find("] ") != std::string::npos) why.erase(0, why.find("] ") + 2);
+      throw ConfigError("--config " + config_file + " is not valid JSON: " + why);
     }
     update_from_json(c, j);
   }
   for (auto& [o, apply] : given)
     if (o->count() > 0) apply(c);
   check_train_config(c);
-  CharCorpus::load(c.data);  // a missing corpus fails here, before any rank starts
+  // A corpus that is missing, not text, or too short for --seq-len fails here, before any rank starts.
+  CharCorpus::load(c.data).check_fits(c.seq_len);
   // So does a checkpoint this run cannot continue, or one with a damaged file.
   if (const auto dir = checkpoint_to_resume(c)) {
     const auto found = checkpoint::inspect_checkpoint(*dir);
@@ -172,6 +217,9 @@ int train_main(int argc, char** argv) {
       throw ConfigError("checkpoint " + *dir + " is damaged: " + found.problems.front() + " (`tpipe checkpoint info " +
                         *dir + "` lists every file)");
   }
+
+  // One run at a time writes into --out (metrics, trace, checkpoints by default).
+  const DirectoryLock lock(c.out, "tpipe train");
 
   LaunchOptions lo;
   lo.nproc = c.stages * c.dp;
@@ -190,8 +238,8 @@ int train_main(int argc, char** argv) {
   const LaunchResult r = launch(lo, [&](const std::string& line, bool is_stderr) {
     if (line.rfind(kProgress, 0) == 0) {
       const auto j = nlohmann::json::parse(line.substr(std::string(kProgress).size()));
-      ProgressState p{j["step"], j["steps"], j["loss"], std::nullopt, j["tok_s"], j["elapsed"]};
-      if (j.contains("val")) p.val_loss = j["val"].get<double>();
+      ProgressState p{j["step"], j["steps"], number(j["loss"]), std::nullopt, j["tok_s"], j["elapsed"]};
+      if (j.contains("val")) p.val_loss = number(j["val"]);
       bar.update(p);
     } else if (line.rfind(kDoctor, 0) == 0) {
       bar.done();

@@ -69,6 +69,11 @@ struct EngineOptions {
   std::optional<std::uint64_t> layer_seed;
   std::optional<double> clip_grad_norm;     // global-norm clipping over the whole model
   int tie_audit_every = 0;                  // compare tied copies' checksums every K steps (0: never)
+  // A step whose loss or gradient norm is NaN or infinite changes no weight. By default every
+  // rank then throws NonFiniteError naming the step and where it first appeared; with
+  // skip_nonfinite the step is skipped (its gradients dropped, as mixed-precision trainers skip
+  // an overflowing step) and StepResult::skipped says so.
+  bool skip_nonfinite = false;
   bool record = false;                      // record every action for traces and timelines
 };
 
@@ -81,6 +86,8 @@ struct StepResult {
                                            // compute did not hide (starting and waiting for them)
   double step_seconds = 0;                 // wall time of train_batch on this rank
   double gather_seconds = 0;               // recording: sending the step's events to rank 0
+  bool skipped = false;                    // skip_nonfinite: the loss or gradient norm was not finite,
+                                           // the optimizer did not step
 };
 
 // A checkpoint written by save or read by load.

@@ -37,6 +37,13 @@ class CommError : public Error {
   using Error::Error;
 };
 
+// A step whose loss or gradient norm is not finite (NaN or infinite); thrown on every rank alike,
+// before the optimizer changes anything.
+class NonFiniteError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Where something happened; fields left at -1 / empty are omitted from the text.
 struct Where {
   int rank = -1;

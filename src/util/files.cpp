@@ -2,11 +2,13 @@
 #include "tpipe/util/files.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 #include <utility>
@@ -106,6 +108,30 @@ void append_line(const std::string& path, const std::string& line) {
   int err = write_all(fd, buf.data(), buf.size());
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err != 0) fail(path, err);
+}
+
+DirectoryLock::DirectoryLock(const std::string& dir, const std::string& who) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = dir + "/.lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw ConfigError("cannot write " + path + ": " + std::strerror(errno));
+  if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    const std::string holder = n > 0 ? " (pid " + std::string(buf, static_cast<std::size_t>(n)) + ")" : "";
+    ::close(fd_);
+    throw ConfigError("another " + who + holder + " is writing to " + dir + "; wait for it to end or give this run "
+                      "another directory");
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+    // the lock holds without the pid; it only makes the message above less precise
+  }
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 }  // namespace tpipe

@@ -160,7 +160,7 @@ TEST(TrainCli, BadFlagsGiveOneLineBeforeAnyRankStarts) {
   out = tpipe("train --optimizer lion");
   EXPECT_EQ(out.text, "tpipe train: --optimizer must be sgd, adam or adamw, got 'lion'\n");
   out = tpipe("train --data /nonexistent/corpus.txt");
-  EXPECT_EQ(out.text, "tpipe train: cannot read --data /nonexistent/corpus.txt\n");
+  EXPECT_EQ(out.text, "tpipe train: cannot read --data /nonexistent/corpus.txt: no such file, or not readable\n");
   out = tpipe("train --partition 1,1 --stages 3");
   EXPECT_EQ(out.status, 1);
   EXPECT_EQ(out.text, "tpipe train: partition '1,1' has 2 stages, but 3 were asked for\n");

@@ -15,9 +15,13 @@ namespace tpipe {
 class CharCorpus {
  public:
   // `path` empty: the Bible through the `bible` command. Throws ConfigError when the text cannot
-  // be read or is too short, saying how to fix it.
+  // be read, is a directory, is not text (a NUL byte, or not UTF-8) or is too short, saying how
+  // to fix it. Any UTF-8 text works; its tokens are bytes.
   static CharCorpus load(const std::string& path = "");
   static CharCorpus from_text(const std::string& text, std::string source = "text");
+
+  // Throws ConfigError unless the training and the validation text are longer than seq_len + 1.
+  void check_fits(int seq_len) const;
 
   int vocab_size() const { return static_cast<int>(chars_.size()); }
   const std::string& source() const { return source_; }

@@ -19,11 +19,13 @@ struct StepMetrics {
   std::vector<std::int64_t> peak_activation_bytes;  // per pipeline position: a rank's stages together
   double grad_norm = 0;      // global norm before clipping
   std::optional<double> val_loss;
+  bool skipped = false;      // the step was not applied (a non-finite loss or gradient norm)
 };
 
 // One compact JSON object without a trailing newline, keys in this order:
 //   {"step","loss","step_time_s","samples_per_s","tokens_per_s","bubble",
-//    "peak_activation_bytes_per_stage","grad_norm","val_loss"}
+//    "peak_activation_bytes_per_stage","grad_norm","val_loss","skipped"}; "skipped" only when
+// true, and a loss or norm that is not finite is null.
 // tokens_per_s only when tokens > 0, bubble only when >= 0, val_loss only when set; rates are 0
 // when step_seconds is not positive. Doubles print as nlohmann::json does (shortest form that
 // reads back exactly, e.g. 2.5, 128.0); NaN and infinities print as null.

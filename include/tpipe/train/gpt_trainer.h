@@ -14,51 +14,16 @@
 
 #include "tpipe/comm/communicator.h"
 #include "tpipe/data/char_corpus.h"
+#include "tpipe/train/train_config.h"
 
 namespace tpipe {
 
-struct TrainConfig {
-  int stages = 2;
-  int dp = 1;
-  int microbatches = 4;
-  int microbatch_size = 8;          // sequences per micro-batch: global batch = size x m x dp
-  std::string schedule = "1f1b";
-  int virtual_stages = 0;           // stages per rank; 0: the schedule's (2 for interleaved-1f1b, zb-v)
-  std::string partition = "uniform";  // over stages x virtual stages
-  int layers = 4;                   // transformer blocks
-  int dim = 128;
-  int heads = 4;
-  int seq_len = 64;
-  int steps = 600;
-  double lr = 3e-3;
-  std::string optimizer = "adamw";  // sgd | adam | adamw
-  double clip = 1.0;                // global gradient-norm clipping; 0: off
-  std::uint64_t seed = 0;
-  std::string data;                 // text file; empty: the King James Bible
-  std::string out = "out/train";    // trace.json, timeline.svg, metrics.jsonl go here by default
-  std::string trace, timeline, metrics;  // override the file names; "-": do not write
-  int eval_every = 50;
-  int eval_batches = 4;
-  int sample_chars = 300;
-  std::string checkpoints;          // where checkpoints go; empty: --out; "-": none
-  int save_every = 0;               // also save every K steps (0: only at the end)
-  int keep = 0;                     // keep the newest N checkpoints (0: all)
-  std::string resume;               // a checkpoint (or a directory of them), "auto": the newest
-                                    // in the checkpoint directory if there is one
-  int stop_after = 0;               // end cleanly after this step, with a checkpoint (0: run --steps)
-};
+struct GptConfig;
+// The model a configuration trains, for a corpus of `vocab` symbols.
+GptConfig model_config(const TrainConfig& c, int vocab);
 
 // The checkpoint directory of a run ("" when it saves none).
 std::string checkpoint_root(const TrainConfig& c);
-
-// Throws ConfigError with one line naming the flag (unknown schedule or optimizer, --stages
-// larger than the layers to cut, --dim not divisible by --heads, a --data file that cannot be
-// read, ...). Needs no ranks and no corpus.
-void check_train_config(const TrainConfig& c);
-
-// The same keys as the flags (without dashes, "seq_len"); unknown keys are an error.
-void update_from_json(TrainConfig& c, const nlohmann::json& j);
-nlohmann::json to_json(const TrainConfig& c);
 
 // The checkpoint a run resumes from: std::nullopt for a fresh run (no --resume, or "auto" and
 // none saved yet). Throws ConfigError when --resume names no checkpoint or one this run cannot
@@ -86,6 +51,7 @@ struct TrainSummary {
   int first_step = 1;                            // 1, or the step after the checkpoint resumed from
   int last_step = 0;                             // --steps, or --stop-after
   std::string checkpoint;                        // the last one saved ("" if none)
+  int skipped_steps = 0;                         // --on-nonfinite skip: steps not applied
 };
 
 // Runs on every rank. `progress` is called on rank 0 after each step, `note` on rank 0 with a

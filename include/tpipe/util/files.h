@@ -33,4 +33,18 @@ class AtomicFile {
 // or processes) stay whole. Missing parent directories are created. Same errors as above.
 void append_line(const std::string& path, const std::string& line);
 
+// An exclusive lock on directory `dir` (a file `.lock` in it, created with the directory) held
+// while this object lives, so two runs never write into one directory at once. Throws
+// ConfigError naming `who` and the process holding it. Released when the process ends, however.
+class DirectoryLock {
+ public:
+  DirectoryLock(const std::string& dir, const std::string& who);
+  ~DirectoryLock();
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace tpipe
