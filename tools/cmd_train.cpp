@@ -84,7 +84,14 @@ int run_worker(const std::string& config_json) {
   co.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(c.timeout * 1000));
   auto comm = Communicator::from_env(co);
   try {
-    return run_rank(c, corpus, *comm, machine);
+    try {
+      return run_rank(c, corpus, *comm, machine);
+    } catch (const std::exception& e) {
+      // While this rank's connections are still open, so that it reports before its peers
+      // notice it is gone and report their own failures.
+      report_rank_failure(e.what());
+      throw;
+    }
   } catch (const NonFiniteError& e) {
     // Every rank stops at the same step with the same message: rank 0 says it.
     // The launcher names the rank already: drop the engine's "[rank 0] ".
@@ -222,7 +229,8 @@ int train_main(int argc, char** argv) {
   const DirectoryLock lock(c.out, "tpipe train");
 
   LaunchOptions lo;
-  lo.nproc = c.stages * c.dp;
+  lo.nproc = c.stages * c.dp;  // check_train_config bounds the product
+  check_launch_size(lo.nproc, 1, 0, usable_cores());
   const RankTuning tuning = tune_local_ranks(lo.nproc);
   lo.env = tuning.set;
   lo.cpus = tuning.cpus;

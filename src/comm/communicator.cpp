@@ -63,7 +63,7 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
   impl_->wait(*impl_->pg->barrier(), Where{rank}, "rendezvous barrier", -1);
   std::vector<int> all(world_size);
   for (int r = 0; r < world_size; ++r) all[r] = r;
-  impl_->world_group = impl_->make_group("world", all, impl_->pg);
+  impl_->world_group = impl_->make_group("world", all, impl_->pg, "arrived/world");
 }
 
 std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options) {
@@ -115,7 +115,7 @@ std::unique_ptr<Group> Communicator::new_group(const std::string& name, const st
   const auto me = std::find(ranks.begin(), ranks.end(), impl_->rank);
   if (me == ranks.end())
     throw ConfigError(Where{impl_->rank}.prefix() + "cannot create group '" + name + "': this rank is not in it");
-  if (ranks.size() == 1) return impl_->make_group(name, ranks, {});
+  if (ranks.size() == 1) return impl_->make_group(name, ranks, {}, "");
   const int generation = impl_->groups_named[name]++;
   auto prefixed =
       c10::make_intrusive<c10d::PrefixStore>("group/" + name + "/" + std::to_string(generation), impl_->store);
@@ -127,7 +127,7 @@ std::unique_ptr<Group> Communicator::new_group(const std::string& name, const st
   } catch (const std::exception& e) {
     throw CommError(Where{impl_->rank}.prefix() + "creating group '" + name + "' failed: " + e.what());
   }
-  return impl_->make_group(name, ranks, pg);
+  return impl_->make_group(name, ranks, pg, "arrived/" + name + "/" + std::to_string(generation));
 }
 
 }  // namespace tpipe

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <condition_variable>
@@ -116,15 +117,19 @@ struct Communicator::Impl {
   void fetch(PendingRecv& r);
   void complete(const std::shared_ptr<detail::PendingSend>& s);
 
+  // `roll`: the store prefix under which members mark the collectives they wait long for.
   std::unique_ptr<Group> make_group(const std::string& name, const std::vector<int>& ranks,
-                                    c10::intrusive_ptr<c10d::ProcessGroup> group_pg) {
+                                    c10::intrusive_ptr<c10d::ProcessGroup> group_pg, const std::string& roll) {
     auto g = std::make_unique<Group::Impl>();
     g->name = name;
     g->ranks = ranks;
     g->index = static_cast<int>(std::find(ranks.begin(), ranks.end(), rank) - ranks.begin());
     g->global_rank = rank;
     g->timeout = timeout;
-    if (ranks.size() > 1) g->pg = std::move(group_pg);
+    if (ranks.size() > 1) {
+      g->pg = std::move(group_pg);
+      g->roll = c10::make_intrusive<c10d::PrefixStore>(roll, store);
+    }
     return std::make_unique<Group>(std::move(g));
   }
 };

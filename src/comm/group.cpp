@@ -13,12 +13,13 @@ struct AsyncOp::State {
   std::chrono::milliseconds timeout;
   Where where;
   std::string what;
+  detail::Roll roll;
 };
 
 void AsyncOp::wait() {
   if (!state_) return;
   auto s = std::move(state_);
-  detail::wait_work(*s->work, s->timeout, s->where, s->what, -1);
+  detail::wait_collective(*s->work, s->timeout, s->where, s->what, s->roll);
 }
 
 Group::Group(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -32,8 +33,8 @@ int Group::index() const { return impl_->index; }
 AsyncOp Group::all_reduce_sum_async(std::vector<at::Tensor>& tensors, const std::string& what) {
   if (!impl_->pg || tensors.empty()) return AsyncOp();
   auto work = impl_->pg->allreduce(tensors);
-  return AsyncOp(std::make_shared<AsyncOp::State>(
-      AsyncOp::State{work, impl_->timeout, Where{impl_->global_rank}, what + " in group " + impl_->name}));
+  return AsyncOp(std::make_shared<AsyncOp::State>(AsyncOp::State{
+      work, impl_->timeout, Where{impl_->global_rank}, what + " in group " + impl_->name, impl_->next_roll()}));
 }
 
 void Group::all_reduce_sum(std::vector<at::Tensor>& tensors, const std::string& what) {
@@ -44,8 +45,9 @@ void Group::broadcast(std::vector<at::Tensor>& tensors, int root_index, const st
   if (!impl_->pg || tensors.empty()) return;
   c10d::BroadcastOptions o;
   o.rootRank = root_index;
-  detail::wait_work(*impl_->pg->broadcast(tensors, o), impl_->timeout, Where{impl_->global_rank},
-                    what + " in group " + impl_->name, impl_->ranks.at(root_index));
+  auto work = impl_->pg->broadcast(tensors, o);
+  detail::wait_collective(*work, impl_->timeout, Where{impl_->global_rank}, what + " in group " + impl_->name,
+                          impl_->next_roll());
 }
 
 std::vector<std::int64_t> Group::all_gather(std::int64_t value, const std::string& what) {
@@ -53,8 +55,9 @@ std::vector<std::int64_t> Group::all_gather(std::int64_t value, const std::strin
   std::vector<at::Tensor> in{at::full({1}, value, at::kLong)};
   std::vector<std::vector<at::Tensor>> out(1);
   for (int i = 0; i < size(); ++i) out[0].push_back(at::zeros({1}, at::kLong));
-  detail::wait_work(*impl_->pg->allgather(out, in), impl_->timeout, Where{impl_->global_rank},
-                    what + " in group " + impl_->name, -1);
+  auto work = impl_->pg->allgather(out, in);
+  detail::wait_collective(*work, impl_->timeout, Where{impl_->global_rank}, what + " in group " + impl_->name,
+                          impl_->next_roll());
   std::vector<std::int64_t> values;
   for (auto& t : out[0]) values.push_back(t.item<std::int64_t>());
   return values;

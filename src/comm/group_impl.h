@@ -1,6 +1,7 @@
 // Private to src/comm: what a Group holds.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,12 @@ struct Group::Impl {
   int global_rank = 0;
   std::chrono::milliseconds timeout{0};
   c10::intrusive_ptr<c10d::ProcessGroup> pg;  // null for a group of one
+  c10::intrusive_ptr<c10d::Store> roll;        // who arrived at which collective (work.h)
+  std::int64_t calls = 0;                      // collectives started, the same count on every member
+
+  // The roll of the next collective; members call collectives in one order, so the count is
+  // the same on each.
+  detail::Roll next_roll() { return {roll, std::to_string(++calls) + "/", ranks, global_rank}; }
 };
 
 }  // namespace tpipe

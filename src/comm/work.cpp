@@ -41,4 +41,40 @@ void wait_work(c10d::Work& work, std::chrono::milliseconds timeout, const Where&
   }
 }
 
+void wait_collective(c10d::Work& work, std::chrono::milliseconds timeout, const Where& where, const std::string& what,
+                     const Roll& roll, std::chrono::milliseconds mark_after) {
+  if (!roll.store || mark_after >= timeout) return wait_work(work, timeout, where, what, -1);
+  try {
+    work.wait(mark_after);
+    return;
+  } catch (const std::exception& e) {
+    // A failure of the collective itself (a member died): reported as any other.
+    if (work.isCompleted()) throw CommError(where.prefix() + failure_text(what, e.what(), -1, timeout));
+  }
+  try {
+    roll.store->set(roll.key + std::to_string(roll.me), std::vector<std::uint8_t>{1});
+  } catch (const std::exception&) {
+    // the store is gone with rank 0: the wait below reports the failure
+  }
+  try {
+    work.wait(timeout - mark_after);
+  } catch (const std::exception& e) {
+    std::vector<int> absent;
+    try {
+      for (int m : roll.members)
+        if (m != roll.me && !roll.store->check({roll.key + std::to_string(m)})) absent.push_back(m);
+    } catch (const std::exception&) {
+      absent.clear();  // the store cannot say: fall back to what Gloo says
+    }
+    if (absent.empty() || work.isCompleted())
+      throw CommError(where.prefix() + failure_text(what, e.what(), -1, timeout));
+    std::string who;
+    for (std::size_t i = 0; i < absent.size(); ++i) who += (i ? ", " : "") + std::to_string(absent[i]);
+    throw CommError(where.prefix() + what + " failed: " + (absent.size() == 1 ? "rank " : "ranks ") + who +
+                    " did not arrive within " + seconds(timeout) +
+                    " (hung before it, or its schedule does not match this one); the timeout is set by "
+                    "CommOptions::timeout");
+  }
+}
+
 }  // namespace tpipe::detail

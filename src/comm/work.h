@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "tpipe/error.h"
 
@@ -17,5 +18,21 @@ std::string failure_text(const std::string& what, const std::string& gloo_messag
 // Waits up to `timeout`; on failure throws CommError: where + what + why (peer -1: unknown).
 void wait_work(c10d::Work& work, std::chrono::milliseconds timeout, const Where& where, const std::string& what,
                int peer);
+
+// A collective's roll call: a member that has waited a while for it marks itself arrived in the
+// store (key + its rank), so a member that times out can name the members that never came (a
+// hung member is not waiting, so it never marks). Nothing is written for collectives that
+// complete quickly.
+struct Roll {
+  c10::intrusive_ptr<c10d::Store> store;  // null: no roll call (a group of one)
+  std::string key;                        // this collective's, "<count>/"
+  std::vector<int> members;               // global ranks
+  int me = -1;
+};
+
+// wait_work for a collective: after `mark_after` of waiting it marks this member arrived; on a
+// timeout it names the members that did not arrive.
+void wait_collective(c10d::Work& work, std::chrono::milliseconds timeout, const Where& where, const std::string& what,
+                     const Roll& roll, std::chrono::milliseconds mark_after = std::chrono::milliseconds(1000));
 
 }  // namespace tpipe::detail

@@ -170,6 +170,12 @@ Schedule make_schedule(const std::string& name, int ranks, int microbatches, int
   if (chunks < 0)
     throw ConfigError("stages per rank must be >= 1 (or 0 for the schedule's default), got " + std::to_string(chunks));
   const int v = chunks == 0 ? default_chunks(name) : chunks;
+  const double size = static_cast<double>(ranks) * v * microbatches;  // no overflow
+  if (ranks >= 1 && microbatches >= 1 && size > static_cast<double>(kMaxStageMicrobatches))
+    throw ConfigError(std::to_string(ranks) + " ranks x " + std::to_string(v) + (v == 1 ? " stage" : " stages") +
+                      " x " + std::to_string(microbatches) + " micro-batches is more than a schedule is planned for (" +
+                      "at most " + std::to_string(kMaxStageMicrobatches) +
+                      " stage micro-batches, a few seconds of planning)");
   const bool one_per_rank = name == "naive" || name == "gpipe" || name == "1f1b" || name == "zb-h1";
   if (one_per_rank && v != 1)
     throw ConfigError("the " + name + " schedule runs one stage per rank; for " + std::to_string(v) +

@@ -101,6 +101,30 @@ TEST(EngineErrors, SilentPeerBecomesATimeoutErrorNamingIt) {
   EXPECT_NE(errors[1], "");
 }
 
+// A rank that never reaches a collective (hung in its own work): the members that waited name it.
+TEST(EngineErrors, AHungRankIsNamedByTheCollectiveItNeverJoined) {
+  CommOptions fast;
+  fast.timeout = std::chrono::milliseconds(2500);
+  const auto errors = run_ranks(
+      3,
+      [&](Communicator& comm) {
+        std::vector<at::Tensor> one{torch::ones({1})};
+        comm.world().all_reduce_sum(one, "a first sum");  // every rank joins this one
+        if (comm.rank() == 2) {
+          std::this_thread::sleep_for(std::chrono::seconds(4));  // hung past the timeout
+          return;
+        }
+        comm.world().all_reduce_sum(one, "sharing the loss");
+      },
+      fast);
+  for (int r : {0, 1})
+    EXPECT_EQ(errors[r], "[rank " + std::to_string(r) +
+                             "] sharing the loss in group world failed: rank 2 did not arrive within 2.5 s (hung "
+                             "before it, or its schedule does not match this one); the timeout is set by "
+                             "CommOptions::timeout");
+  EXPECT_EQ(errors[2], "");
+}
+
 }  // namespace
 }  // namespace tpipe::testing
 

@@ -217,6 +217,24 @@ TEST(Generators, DefaultChunksAndChunkErrors) {
   EXPECT_THROW(make_schedule("interleaved-1f1b", 2, 0), ConfigError);
 }
 
+// Beyond what the planner handles in seconds (and what would overflow an int), one clear line.
+TEST(Generators, ScheduleTooLargeToPlanIsRefused) {
+  auto error = [](const std::string& name, int ranks, int m, int chunks) -> std::string {
+    try {
+      make_schedule(name, ranks, m, chunks);
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error("1f1b", 2000, 100000, 0),
+            "2000 ranks x 1 stage x 100000 micro-batches is more than a schedule is planned for (at most 262144 stage "
+            "micro-batches, a few seconds of planning)");
+  EXPECT_EQ(error("interleaved-1f1b", 2147483647, 2147483647, 16),
+            "2147483647 ranks x 16 stages x 2147483647 micro-batches is more than a schedule is planned for (at most "
+            "262144 stage micro-batches, a few seconds of planning)");
+}
+
 TEST(Generators, ForwardOnlyForAnyPlacement) {
   const Schedule il = forward_schedule({0, 1, 0, 1}, 2);
   EXPECT_TRUE(il.forward_only);

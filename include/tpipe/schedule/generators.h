@@ -84,12 +84,15 @@ const std::vector<std::string>& schedule_names();
 // Stages per rank a schedule runs by default: 2 for "interleaved-1f1b" and "zb-v", 1 otherwise.
 int default_chunks(const std::string& name);
 
+// The largest schedule make_schedule plans: ranks x stages per rank x micro-batches.
+constexpr long long kMaxStageMicrobatches = 1 << 18;
+
 // Generator by name for `ranks` ranks with `chunks` stages each (0: default_chunks(name)), or a
 // schedule file (schedule_file.h) when `name` is a readable file; with sends/receives inserted
 // and validated. For a file the stages and their placement come from the file; `chunks`, when
 // not 0, must then be its number of stages per rank. Throws ConfigError for an unknown name,
 // ranks or m < 1, chunks < 0, chunks > 1 for a one-stage-per-rank schedule, zb-v with chunks other
-// than 2; ScheduleError for a file that is malformed or would deadlock.
+// than 2, a schedule larger than kMaxStageMicrobatches; ScheduleError for a file that is malformed or would deadlock.
 Schedule make_schedule(const std::string& name, int ranks, int microbatches, int chunks = 0);
 
 }  // namespace tpipe
