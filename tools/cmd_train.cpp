@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -170,6 +171,9 @@ int train_main(int argc, char** argv) {
   opt("--optimizer", &TrainConfig::optimizer, "sgd | adam | adamw");
   opt("--clip", &TrainConfig::clip, "global gradient-norm clipping (0: off)");
   opt("--seed", &TrainConfig::seed, "seed of the weights, the batches and the sample");
+  given.back().first->check(CLI::Validator(  // "-1" would wrap around
+      [](std::string& v) { return v.rfind('-', 0) == 0 ? "a non-negative integer is needed, got " + v : ""; },
+      "UINT"));
   opt("--data", &TrainConfig::data, "train on this text file instead of the King James Bible");
   opt("--out", &TrainConfig::out, "directory for the trace, timeline and metrics");
   opt("--trace", &TrainConfig::trace, "Chrome trace file (default OUT/trace.json; - for none)");
@@ -199,6 +203,9 @@ int train_main(int argc, char** argv) {
 
   TrainConfig c;
   if (!config_file.empty()) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(config_file, ec))
+      throw ConfigError("--config " + config_file + " is a directory; give a JSON file");
     std::ifstream in(config_file);
     if (!in) throw ConfigError("cannot read --config " + config_file);
     nlohmann::json j;
@@ -225,7 +232,13 @@ int train_main(int argc, char** argv) {
                         *dir + "` lists every file)");
   }
 
-  // One run at a time writes into --out (metrics, trace, checkpoints by default).
+  // The directories the run writes into exist before any rank starts (or the run stops here),
+  // and one run at a time writes into --out (metrics, trace, checkpoints by default).
+  for (const std::string& dir : {c.out, checkpoint_root(c)}) {
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    if (ec) throw ConfigError("cannot create " + dir + ": " + ec.message());
+  }
   const DirectoryLock lock(c.out, "tpipe train");
 
   LaunchOptions lo;

@@ -2,6 +2,7 @@
 #include "tpipe/schedule/generators.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <utility>
@@ -195,6 +196,8 @@ Schedule make_schedule(const std::string& name, int ranks, int microbatches, int
     compute = interleaved_1f1b_schedule(ranks, v, microbatches);
   } else if (name == "zb-v") {
     compute = zb_v_schedule(ranks, microbatches);
+  } else if (std::error_code ec; std::filesystem::is_directory(name, ec)) {
+    throw ConfigError("the schedule file " + name + " is a directory");
   } else if (std::ifstream(name).good()) {
     compute = from_file(name, ranks, microbatches, chunks);
   } else {

@@ -132,6 +132,17 @@ TEST(TrainRefuses, ACorpusThatIsNotTextOrTooShortBeforeAnyRankStarts) {
        "--seq-len 500 is longer than the validation text of " + small + " (200 characters)"},
       {"--data /nonexistent/corpus.txt", "cannot read --data /nonexistent/corpus.txt: no such file, or not readable"},
   });
+  // Directories where files are expected, and output directories that cannot be made.
+  write(dir.path + "/cfg.json", "{}");
+  expect_refused({
+      {"--config " + dir.path, "--config " + dir.path + " is a directory; give a JSON file"},
+      {"--schedule " + dir.path, "the schedule file " + dir.path + " is a directory"},
+      {"--checkpoints " + binary + "/ck", "cannot create " + binary + "/ck: Not a directory"},
+      {"--out /proc/tpipe-out", "cannot create /proc/tpipe-out: No such file or directory"},
+  });
+  const Output seed = tpipe("train --seed -1");
+  EXPECT_EQ(seed.status, 105);  // CLI11's code for a value its check refuses
+  EXPECT_EQ(seed.text, "--seed: a non-negative integer is needed, got -1\nRun with --help for more information.\n");
   // UTF-8 that is not ASCII is text: it passes the checks (--steps 0 then stops it right there).
   write(small, text_of(1000) + "caf\xc3\xa9 \xe2\x82\xac\n" + text_of(1000));
   const Output ok = tpipe("train --data " + small + " --steps 0");
