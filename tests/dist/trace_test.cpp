@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -162,6 +163,33 @@ TEST(Trace, ReporterWritesMetricsTraceAndTimeline) {
   std::ifstream svg(dir / "t.svg");
   const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("test · step 3 · measured"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+// A new run (fresh_metrics) leaves an earlier run's metrics alone until it has a line of its own,
+// then replaces them; a resumed one appends.
+TEST(Report, FreshMetricsReplaceTheOldFileOnlyWithTheFirstNewLine) {
+  const auto dir = std::filesystem::temp_directory_path() / ("tpipe_fresh_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "m.jsonl").string();
+  auto lines = [&] {
+    std::ifstream in(path);
+    std::vector<std::string> out;
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  };
+  std::ofstream(path) << "old 1\nold 2\n";
+  ReportOptions ro;
+  ro.metrics_path = path;
+  ro.fresh_metrics = true;
+  record("gpipe", kStages, 0, ro);  // a run that fails before its first step
+  EXPECT_EQ(lines(), (std::vector<std::string>{"old 1", "old 2"}));
+  record("gpipe", kStages, 2, ro);
+  ASSERT_EQ(lines().size(), 2u);
+  EXPECT_EQ(nlohmann::json::parse(lines()[0])["step"], 1);
+  ro.fresh_metrics = false;
+  record("gpipe", kStages, 1, ro);
+  EXPECT_EQ(lines().size(), 3u);
   std::filesystem::remove_all(dir);
 }
 
