@@ -12,13 +12,17 @@ std::string seconds(std::chrono::milliseconds t) {
   return buf;
 }
 
-// Why a wait failed: Gloo says "Timed out" for a silent peer and reports a reset or closed
-// connection for one that died.
+// Gloo says "Timed out" for a silent peer ("Application timeout caused pair closure" when another
+// wait of the process group timed out first); c10d's own wait says "Operation timed out!".
+bool timed_out(const std::string& message) {
+  return message.find("Timed out") != std::string::npos || message.find("timed out") != std::string::npos ||
+         message.find("Application timeout") != std::string::npos;
+}
+
+// Why a wait failed: a silent peer, or a reset or closed connection for one that died.
 std::string explain(const std::string& gloo_message, int peer, std::chrono::milliseconds timeout) {
   const std::string who = peer >= 0 ? "rank " + std::to_string(peer) : "a peer rank";
-  // "Application timeout caused pair closure": another wait of this process group timed out first.
-  if (gloo_message.find("Timed out") != std::string::npos || gloo_message.find("timed out") != std::string::npos ||
-      gloo_message.find("Application timeout") != std::string::npos)
+  if (timed_out(gloo_message))
     return who + " sent nothing for " + seconds(timeout) +
            " (hung, or its schedule does not match this one); the timeout is set by CommOptions::timeout";
   return who + " closed the connection (it died or failed)";
@@ -47,9 +51,9 @@ void wait_collective(c10d::Work& work, std::chrono::milliseconds timeout, const 
   try {
     work.wait(mark_after);
     return;
-  } catch (const std::exception& e) {
-    // A failure of the collective itself (a member died): reported as any other.
-    if (work.isCompleted()) throw CommError(where.prefix() + failure_text(what, e.what(), -1, timeout));
+  } catch (const std::exception&) {
+    // Finished meanwhile, or failed (a member died): its own result, reported as any other.
+    if (work.isCompleted()) return wait_work(work, timeout, where, what, -1);
   }
   try {
     roll.store->set(roll.key + std::to_string(roll.me), std::vector<std::uint8_t>{1});
@@ -66,7 +70,8 @@ void wait_collective(c10d::Work& work, std::chrono::milliseconds timeout, const 
     } catch (const std::exception&) {
       absent.clear();  // the store cannot say: fall back to what Gloo says
     }
-    if (absent.empty() || work.isCompleted())
+    // A member that died closed its connections: Gloo says so, and that is the better message.
+    if (absent.empty() || !timed_out(e.what()))
       throw CommError(where.prefix() + failure_text(what, e.what(), -1, timeout));
     std::string who;
     for (std::size_t i = 0; i < absent.size(); ++i) who += (i ? ", " : "") + std::to_string(absent[i]);

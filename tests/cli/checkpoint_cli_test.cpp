@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "checkpoints.h"
+#include "shell.h"
 #include "temp_dir.h"
 #include "tpipe/checkpoint/manifest.h"
 #include "tpipe/checkpoint/tensor_file.h"
@@ -25,20 +26,9 @@
 namespace {
 
 namespace fs = std::filesystem;
+using tpipe::testing::Output;
+using tpipe::testing::sh;
 
-struct Output {
-  int status;
-  std::string text;
-};
-
-Output sh(const std::string& cmd) {
-  std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string text;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) text += buf;
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
-}
 
 Output tpipe(const std::string& args) { return sh(std::string(TPIPE_BIN) + " " + args); }
 

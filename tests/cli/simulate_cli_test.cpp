@@ -7,21 +7,13 @@
 #include <cstdio>
 #include <string>
 
+#include "shell.h"
+
 namespace {
 
-struct Output {
-  int status;
-  std::string text;
-};
+using tpipe::testing::Output;
 
-Output tpipe(const std::string& args) {
-  std::FILE* p = popen((std::string(TPIPE_BIN) + " " + args + " 2>&1").c_str(), "r");
-  std::string text;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) text += buf;
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
-}
+Output tpipe(const std::string& args) { return tpipe::testing::sh(std::string(TPIPE_BIN) + " " + args); }
 
 TEST(SimulateCli, JsonHasTheExactBubbleAndTheActions) {
   for (const char* s : {"gpipe", "1f1b"}) {

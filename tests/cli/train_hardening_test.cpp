@@ -10,25 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "shell.h"
 #include "temp_dir.h"
 #include "tpipe/util/files.h"
 
 namespace tpipe::testing {
 namespace {
 
-struct Output {
-  int status;
-  std::string text;
-};
-
-Output tpipe(const std::string& args) {
-  std::FILE* p = popen((std::string(TPIPE_BIN) + " " + args + " 2>&1").c_str(), "r");
-  std::string text;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) text += buf;
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
-}
+Output tpipe(const std::string& args) { return sh(std::string(TPIPE_BIN) + " " + args); }
 
 void write(const std::string& path, const std::string& content) { std::ofstream(path, std::ios::binary) << content; }
 

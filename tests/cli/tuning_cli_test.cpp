@@ -11,21 +11,15 @@
 #include <thread>
 #include <vector>
 
+#include "shell.h"
+
 namespace {
 
-struct Output {
-  int status;
-  std::string text;
-};
+using tpipe::testing::Output;
 
 // Runs `env ENV tpipe ARGS` (ENV as for env(1): "-u NAME" or "NAME=VALUE" items).
 Output tpipe(const std::string& env, const std::string& args) {
-  std::FILE* p = popen(("env " + env + " " + std::string(TPIPE_BIN) + " " + args + " 2>&1").c_str(), "r");
-  std::string text;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) text += buf;
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
+  return tpipe::testing::sh("env " + env + " " + std::string(TPIPE_BIN) + " " + args);
 }
 
 const char* kClean = "-u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS -u OPENBLAS_CORETYPE -u GLIBC_TUNABLES -u TPIPE_CPU_BIND";
