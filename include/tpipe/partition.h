@@ -1,8 +1,9 @@
 // Cutting L layers into p consecutive stages. A Partition is the list of stage boundaries:
 // stage s owns layers [bounds[s], bounds[s+1]). Pure functions; more methods (by parameters,
-// by regex, by profiled cost) come later.
+// by regex) come later; partition_balanced is the optimal cut by per-layer cost.
 #pragma once
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -29,5 +30,31 @@ Partition partition_explicit(const std::vector<int>& sizes, int layers);
 Partition partition_from_string(const std::string& method, int layers, int stages);
 
 std::string to_string(const Partition& p);  // "3,3,2"
+
+// The optimal contiguous cut of layers [0, cost.size()) into exactly `stages` non-empty stages.
+// A stage's cost is the sum of its layers' costs, added from its first layer to its last
+// (stage_costs below adds the same way, so the numbers compare exactly).
+//
+// Guarantee, in order of priority:
+//  1. Every stage's memory (the sum of `memory` over its layers) is <= memory_cap. `memory` may
+//     be empty (no constraint); otherwise it has one entry per layer.
+//  2. The largest stage cost is as small as possible.
+//  3. Among those cuts, the vector of stage costs sorted from largest to smallest is
+//     lexicographically smallest: the second-largest stage is as small as possible, then the
+//     third, and so on ("leximax").
+//  4. Among cuts still tied (the same costs in another order), the one whose boundaries are
+//     latest, comparing the last inner boundary first: earlier stages take the extra layers, as
+//     partition_uniform does, so equal costs give exactly partition_uniform's cut.
+//
+// Throws ConfigError for stages < 1, stages > layers, a negative or non-finite cost or memory, a
+// memory list of the wrong length, a negative or NaN cap, a layer whose memory alone exceeds the
+// cap (the first such layer is named), or a cap no cut fits (the smallest cap that fits is named).
+// Dynamic programming, O(stages * layers^2) time, O(stages * layers) memory.
+Partition partition_balanced(const std::vector<double>& cost, int stages, const std::vector<double>& memory = {},
+                             double memory_cap = std::numeric_limits<double>::infinity());
+
+// The cost of each stage of `p`: the sum of its layers' costs, first layer to last. Throws
+// ConfigError when `p` does not cover exactly cost.size() layers.
+std::vector<double> stage_costs(const Partition& p, const std::vector<double>& cost);
 
 }  // namespace tpipe
