@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 
@@ -64,6 +65,48 @@ Partition partition_from_string(const std::string& method, int layers, int stage
     throw ConfigError("partition '" + method + "' has " + std::to_string(sizes.size()) + " stages, but " +
                       std::to_string(stages) + " were asked for");
   return partition_explicit(sizes, layers);
+}
+
+bool partition_weighs_layers(const std::string& method) {
+  return method == "parameters" || method.rfind("type:", 0) == 0;
+}
+
+namespace {
+
+std::regex layer_pattern(const std::string& method) {
+  const std::string pattern = method.substr(5);
+  if (pattern.empty()) throw ConfigError("partition '" + method + "': expected a regular expression after 'type:'");
+  try {
+    return std::regex(pattern, std::regex::ECMAScript | std::regex::icase);
+  } catch (const std::regex_error& e) {
+    throw ConfigError("partition '" + method + "': '" + pattern + "' is not a regular expression (" + e.what() + ")");
+  }
+}
+
+}  // namespace
+
+void check_partition_method(const std::string& method, int layers, int stages) {
+  if (!partition_weighs_layers(method)) {
+    partition_from_string(method, layers, stages);
+    return;
+  }
+  if (method != "parameters") layer_pattern(method);
+  partition_uniform(layers, stages);  // stages in [1, layers]
+}
+
+Partition partition_from_string(const std::string& method, int stages, const std::vector<LayerFacts>& facts) {
+  const int layers = static_cast<int>(facts.size());
+  if (!partition_weighs_layers(method)) return partition_from_string(method, layers, stages);
+  std::vector<double> cost;
+  if (method == "parameters") {
+    for (const auto& f : facts) cost.push_back(static_cast<double>(f.parameters));
+  } else {
+    const std::regex re = layer_pattern(method);
+    for (const auto& f : facts) cost.push_back(std::regex_search(f.name, re) ? 1.0 : 0.0);
+    if (std::all_of(cost.begin(), cost.end(), [](double c) { return c == 0; }))
+      throw ConfigError("partition '" + method + "': no layer name matches '" + method.substr(5) + "'");
+  }
+  return partition_balanced(cost, stages);
 }
 
 std::string to_string(const Partition& p) {

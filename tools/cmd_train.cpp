@@ -161,7 +161,9 @@ int train_main(int argc, char** argv) {
       "naive | gpipe | 1f1b | zb-h1 | interleaved-1f1b | zb-v, or a file of actions (one line per rank)");
   opt("--virtual-stages", &TrainConfig::virtual_stages,
       "stages per rank (interleaved-1f1b: any; zb-v: 2); 0: the schedule's own");
-  opt("--partition", &TrainConfig::partition, "uniform, or layers per stage such as 2,4,2");
+  opt("--partition", &TrainConfig::partition,
+      "uniform, layers per stage such as 2,4,2, parameters (balance parameter counts) or type:REGEX (balance "
+      "the layers whose name matches, e.g. type:block)");
   opt("--layers", &TrainConfig::layers, "transformer blocks");
   opt("--dim", &TrainConfig::dim, "model width");
   opt("--heads", &TrainConfig::heads, "attention heads (must divide --dim)");

@@ -60,7 +60,9 @@ struct EngineOptions {
   int pp = 0;                          // if set, checked against world size / dp
   bool global_batch = true;            // train_batch gets the global batch (each replica takes its
                                        // slice); false: each replica passes its own part
-  std::string partition = "uniform";   // or layer counts per stage, "3,3,2"
+  // "uniform", layer counts per stage ("3,3,2"), "parameters" (balance parameter counts) or
+  // "type:REGEX" (balance the layers whose name matches, e.g. "type:block"); see partition.h.
+  std::string partition = "uniform";
   std::vector<Chunking> input_chunking;   // empty: default_chunking
   std::vector<Chunking> target_chunking;
   // Build layer i under torch::manual_seed(seed + i), so every cut of the model starts from the

@@ -1,8 +1,10 @@
 // Cutting L layers into p consecutive stages. A Partition is the list of stage boundaries:
-// stage s owns layers [bounds[s], bounds[s+1]). Pure functions; more methods (by parameters,
-// by regex) come later; partition_balanced is the optimal cut by per-layer cost.
+// stage s owns layers [bounds[s], bounds[s+1]). Pure functions: uniform, explicit sizes, and the
+// optimal cut by per-layer cost (partition_balanced) behind the methods that weigh layers by
+// parameters or by name.
 #pragma once
 
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -28,6 +30,27 @@ Partition partition_explicit(const std::vector<int>& sizes, int layers);
 
 // "uniform" or a comma-separated list of sizes such as "3,3,2".
 Partition partition_from_string(const std::string& method, int layers, int stages);
+
+// What the methods that weigh layers know of each one.
+struct LayerFacts {
+  std::string name;
+  std::int64_t parameters = 0;
+};
+
+// The methods above, and those that weigh layers (the optimal cut of partition_balanced):
+//   "parameters"   balance the stages' parameter counts (DeepSpeed's partition_method);
+//   "type:REGEX"   balance the number of layers whose name contains a match of REGEX
+//                  (case-insensitive, ECMAScript), e.g. "type:block"; the others weigh nothing.
+// `facts` has one entry per layer. Throws ConfigError for a bad method or regex, or a regex that
+// matches no layer.
+Partition partition_from_string(const std::string& method, int stages, const std::vector<LayerFacts>& facts);
+
+// Whether a method needs LayerFacts ("parameters", "type:...").
+bool partition_weighs_layers(const std::string& method);
+
+// The checks that need no layer facts: the form of the method (and of its regex), and that it
+// can cut `layers` into `stages`. Throws ConfigError.
+void check_partition_method(const std::string& method, int layers, int stages);
 
 std::string to_string(const Partition& p);  // "3,3,2"
 

@@ -172,7 +172,7 @@ void check_train_config(const TrainConfig& c) {
   require(num_stages <= specs, cut + " is more than the " + std::to_string(specs) + " layers to cut (embed, pos, " +
                                    std::to_string(c.layers) + " blocks, ln_f, lm_head); use fewer stages or more "
                                    "--layers");
-  partition_from_string(c.partition, specs, num_stages);
+  check_partition_method(c.partition, specs, num_stages);
   require(c.optimizer == "sgd" || c.optimizer == "adam" || c.optimizer == "adamw",
           "--optimizer must be sgd, adam or adamw, got '" + c.optimizer + "'");
   const double need = memory_needed(c, 256), have = physical_memory();

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <mutex>
 #include <set>
+#include <tuple>
 
 #include "fidelity_model.h"
 #include "ranks.h"
@@ -142,6 +143,27 @@ INSTANTIATE_TEST_SUITE_P(Threads, TiedGpt,
                                            Case{"zb-v", 2, 1, 4}, Case{"zb-v", 3, 2, 3},
                                            Case{"interleaved-1f1b", 3, 1, 3}, Case{"interleaved-1f1b", 2, 2, 4}),
                          case_name);
+
+// The partition methods that weigh layers cut the tied GPT by its parameters or by its blocks'
+// names; the step still equals the single process.
+TEST(TiedGptPartition, ByParametersAndByTypeEqualsTheSingleProcess) {
+  const Trace ref = reference_run(gpt_test_model(), 8, kSteps);
+  for (const auto& [schedule, method, cut] : {std::tuple{"zb-v", "parameters", "2,1,1,2"},
+                                              std::tuple{"1f1b", "type:block", "3,3"}}) {
+    std::mutex mu;
+    expect_ranks_ok(2, [&](Communicator& comm) {
+      EngineOptions o;
+      o.schedule = schedule;
+      o.partition = method;
+      o.microbatches = 4;
+      std::unique_ptr<PipelineEngine> engine;
+      const Trace got = pipelined_run(gpt_test_model(), comm, o, 8, kSteps, &engine);
+      std::lock_guard<std::mutex> lock(mu);
+      EXPECT_EQ(to_string(engine->partition()), cut) << method;
+      EXPECT_LE(max_relative_error(got, ref), kTolerance) << method << " rank " << comm.rank();
+    });
+  }
+}
 
 // The comparison is sensitive: a run on a different batch is far from the reference.
 TEST(FidelityCheck, DetectsADifferentComputation) {

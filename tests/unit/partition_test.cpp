@@ -243,5 +243,52 @@ TEST(PartitionBalanced, BadInputSaysWhat) {
             "partition 2,2 covers 4 layers, but cost lists 3");
 }
 
+// A GPT's layers: light embeddings and head, heavy blocks.
+std::vector<LayerFacts> gpt_facts(int blocks) {
+  std::vector<LayerFacts> f{{"embed", 9344}, {"pos", 8192}};
+  for (int b = 0; b < blocks; ++b) f.push_back({"block" + std::to_string(b), 198272});
+  f.push_back({"ln_f", 256});
+  f.push_back({"lm_head", 9344});
+  return f;
+}
+
+TEST(PartitionMethods, ParametersAndTypeBalanceTheBlocks) {
+  // 6 blocks over 4 stages. By parameters: two blocks in each middle stage, one beside the light
+  // layers at each end (a stage of two blocks and an embedding would be the largest). By type,
+  // only blocks count: 2,2,1,1 blocks, the earlier stages taking the weightless layers.
+  EXPECT_EQ(to_string(partition_from_string("parameters", 4, gpt_facts(6))), "3,2,2,3");
+  EXPECT_EQ(to_string(partition_from_string("type:block", 4, gpt_facts(6))), "4,2,1,3");
+  EXPECT_EQ(to_string(partition_from_string("type:BLOCK[0-2]", 2, gpt_facts(6))), "4,6");
+  // The plain methods take the layer count from the facts.
+  EXPECT_EQ(to_string(partition_from_string("uniform", 4, gpt_facts(6))), "3,3,2,2");
+  EXPECT_EQ(to_string(partition_from_string("2,8", 2, gpt_facts(6))), "2,8");
+  EXPECT_TRUE(partition_weighs_layers("parameters"));
+  EXPECT_TRUE(partition_weighs_layers("type:x"));
+  EXPECT_FALSE(partition_weighs_layers("uniform"));
+  EXPECT_FALSE(partition_weighs_layers("3,3"));
+}
+
+TEST(PartitionMethods, BadMethodsAreRefusedWithoutLayerFacts) {
+  auto error = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error([] { check_partition_method("type:", 10, 2); }),
+            "partition 'type:': expected a regular expression after 'type:'");
+  EXPECT_EQ(error([] { check_partition_method("type:block(", 10, 2); }).substr(0, 52),
+            "partition 'type:block(': 'block(' is not a regular e");
+  EXPECT_EQ(error([] { check_partition_method("parameters", 3, 4); }),
+            "cannot cut 3 layers into 4 stages: every stage needs at least one layer");
+  EXPECT_EQ(error([] { check_partition_method("balanced", 10, 2); }),
+            "partition 'balanced': expected 'uniform' or layer counts such as 3,3,2");
+  EXPECT_EQ(error([] { check_partition_method("parameters", 10, 2); }), "no error");
+  EXPECT_EQ(error([] { partition_from_string("type:attn", 2, gpt_facts(2)); }),
+            "partition 'type:attn': no layer name matches 'attn'");
+}
+
 }  // namespace
 }  // namespace tpipe
