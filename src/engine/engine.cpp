@@ -57,7 +57,8 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
     I.topo = Topology::for_world(comm.world_size(), I.opts.dp);
     if (I.opts.pp > 0) Topology(I.opts.pp, I.opts.dp).check_world(comm.world_size());
     if (I.opts.chunks_per_rank < 0 || I.opts.chunks_per_rank > wire::kMaxLinks)
-      throw ConfigError("chunks per rank must be between 1 and " + std::to_string(wire::kMaxLinks) + ", got " +
+      throw ConfigError("chunks per rank must be between 0 (the schedule's own) and " +
+                        std::to_string(wire::kMaxLinks) + ", got " +
                         std::to_string(I.opts.chunks_per_rank));
     if (I.opts.microbatches > wire::kMaxMicrobatches)
       throw ConfigError("at most " + std::to_string(wire::kMaxMicrobatches) + " micro-batches, got " +
@@ -154,10 +155,7 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
 }
 
 std::string PipelineEngine::Impl::stages_text(int pos) const {
-  const auto list = train_schedule.stages_of(pos);
-  std::string text = list.size() == 1 ? "stage " : "stages ";
-  for (std::size_t i = 0; i < list.size(); ++i) text += (i ? "," : "") + std::to_string(list[i]);
-  return text;
+  return trace::stages_label(train_schedule.stages_of(pos));
 }
 
 void PipelineEngine::Impl::audit_ties() const {

@@ -98,11 +98,10 @@ void PipelineEngine::Impl::forward(const Action& a) {
 
 void PipelineEngine::Impl::backward(const Action& a) {
   Stage& st = stage(a.stage);
-  Payload grads;
-  if (st.is_last()) {
-  } else if (holds(a.stage + 1)) {
+  Payload grads;  // the last stage starts from its loss
+  if (!st.is_last() && holds(a.stage + 1)) {
     grads = take(input_grads, a.stage + 1, a.mb);
-  } else {
+  } else if (!st.is_last()) {
     auto it = recv_grad.find({a.stage, a.mb});
     grads = receive(a, *it->second, {a.stage, Op::RecvGrad, a.mb}, rank_of_stage(a.stage + 1));
     recv_grad.erase(it);

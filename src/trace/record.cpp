@@ -38,9 +38,9 @@ Bubble measured_bubble(const StepTrace& t) {
   return b;
 }
 
-std::string stages_label(const RankInfo& r) {
-  std::string text = r.stages.size() == 1 ? "stage " : "stages ";
-  for (std::size_t i = 0; i < r.stages.size(); ++i) text += (i ? "," : "") + std::to_string(r.stages[i]);
+std::string stages_label(const std::vector<int>& stages) {
+  std::string text = stages.size() == 1 ? "stage " : "stages ";
+  for (std::size_t i = 0; i < stages.size(); ++i) text += (i ? "," : "") + std::to_string(stages[i]);
   return text;
 }
 

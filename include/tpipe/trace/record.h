@@ -33,7 +33,8 @@ struct RankInfo {
 };
 
 // "stage 1", or "stages 0,3" for a rank holding several.
-std::string stages_label(const RankInfo& r);
+std::string stages_label(const std::vector<int>& stages);
+inline std::string stages_label(const RankInfo& r) { return stages_label(r.stages); }
 
 struct StepTrace {
   std::int64_t step = 0;
