@@ -26,6 +26,7 @@
 #include <thread>
 #include <utility>
 
+#include "launch_parts.h"
 #include "tpipe/error.h"
 #include "tpipe/ports.h"
 
@@ -35,139 +36,14 @@ namespace tpipe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// A signal handler can reach nothing but static storage, so the write end of the self-pipe lives
-// here, set only while launch() runs. It is the reason two launches must not overlap in time.
-volatile std::sig_atomic_t signal_pipe_fd = -1;
-
-void on_signal(int sig) {
-  const int saved = errno;
-  const unsigned char byte = static_cast<unsigned char>(sig);
-  if (write(signal_pipe_fd, &byte, 1) < 0) {}  // a full pipe already holds a wake-up
-  errno = saved;
-}
+using detail::FailureDir;
+using detail::pump;
+using detail::SignalGuard;
+using detail::Stream;
 
 std::string sys_error(const std::string& what) { return what + ": " + std::strerror(errno); }
 
-// The clock of failure reports: CLOCK_MONOTONIC is one clock for all processes of a machine and
-// does not jump when the wall clock is set.
-std::int64_t now_ns() {
-  timespec t{};
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
-}
 
-// The temporary directory where each rank may leave its failure report (report_rank_failure),
-// removed with everything in it when the launch ends. Best effort: where no directory can be
-// made, ranks get no variable and blame falls back to the order in which ranks were reaped.
-class FailureDir {
- public:
-  FailureDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/tpipe-launch-XXXXXX";
-    if (mkdtemp(templ.data()) != nullptr) dir_ = templ;
-  }
-  ~FailureDir() {
-    if (dir_.empty()) return;
-    if (DIR* d = opendir(dir_.c_str())) {
-      while (const dirent* e = readdir(d))
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-          unlink((dir_ + "/" + e->d_name).c_str());
-      closedir(d);
-    }
-    rmdir(dir_.c_str());
-  }
-  FailureDir(const FailureDir&) = delete;
-  FailureDir& operator=(const FailureDir&) = delete;
-
-  // "" when there is no directory.
-  std::string path(int rank) const { return dir_.empty() ? "" : dir_ + "/rank-" + std::to_string(rank); }
-
-  std::optional<FailureReport> read(int rank) const {
-    if (dir_.empty()) return std::nullopt;
-    const int fd = open(path(rank).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return std::nullopt;
-    std::string text;
-    char buf[4096];
-    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0 && text.size() < 65536;) text.append(buf, n);
-    close(fd);
-    return parse_failure_report(text);
-  }
-
- private:
-  std::string dir_;
-};
-
-// Catches SIGINT/SIGTERM/SIGHUP (to stop the ranks) for the duration of launch() and puts the
-// caller's handlers back afterwards. SIGCHLD is caught too: it wakes the poll loop as soon as a rank
-// exits, and it overrides an inherited SIG_IGN, which would let the kernel reap the ranks before
-// waitpid.
-class SignalGuard {
- public:
-  static constexpr int kCount = 4;
-  static constexpr int kSignals[kCount] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
-
-  SignalGuard() {
-    if (pipe2(fds_, O_CLOEXEC | O_NONBLOCK) != 0) throw Error(sys_error("cannot create a pipe"));
-    signal_pipe_fd = fds_[1];
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    sigemptyset(&sa.sa_mask);
-    for (int i = 0; i < kCount; ++i) {
-      sigaction(kSignals[i], nullptr, &old_[i]);
-      // By convention a signal the caller ignores stays ignored (a script's background job ignores
-      // SIGINT); SIGCHLD is the exception, see above.
-      if (kSignals[i] == SIGCHLD || old_[i].sa_handler != SIG_IGN) sigaction(kSignals[i], &sa, nullptr);
-    }
-  }
-  ~SignalGuard() {
-    restore();
-    signal_pipe_fd = -1;
-    close(fds_[0]);
-    close(fds_[1]);
-  }
-  SignalGuard(const SignalGuard&) = delete;
-  SignalGuard& operator=(const SignalGuard&) = delete;
-
-  // Async-signal-safe, so a forked child can call it to start with the caller's handlers.
-  void restore() const { for (int i = 0; i < kCount; ++i) sigaction(kSignals[i], &old_[i], nullptr); }
-  int read_fd() const { return fds_[0]; }
-
- private:
-  int fds_[2] = {-1, -1};
-  struct sigaction old_[kCount] {};
-};
-
-// One output stream of one rank; a partial line waits in `pending` for its newline or EOF.
-struct Stream {
-  int fd = -1;
-  bool is_stderr = false;
-  std::string prefix;  // "[rank k] "
-  std::string pending;
-};
-
-// Reads what is available and hands complete lines to the sink; at EOF, the partial line too.
-void pump(Stream& s, const LineSink& sink) {
-  char buf[65536];
-  ssize_t n;
-  while ((n = read(s.fd, buf, sizeof buf)) < 0 && errno == EINTR) {}
-  if (n < 0 && errno == EAGAIN) return;
-  if (n > 0) {
-    s.pending.append(buf, static_cast<size_t>(n));
-    size_t start = 0;
-    for (size_t nl; (nl = s.pending.find('\n', start)) != std::string::npos; start = nl + 1)
-      sink(s.prefix + s.pending.substr(start, nl - start), s.is_stderr);
-    s.pending.erase(0, start);
-    // A program that only ever writes '\r' (a progress bar) must not grow this without bound.
-    if (s.pending.size() < (1u << 20)) return;
-  }
-  if (!s.pending.empty()) sink(s.prefix + s.pending, s.is_stderr);
-  s.pending.clear();
-  if (n > 0) return;
-  close(s.fd);
-  s.fd = -1;
-}
 
 std::string rank_list(const std::vector<int>& ranks) {
   std::string out;
@@ -376,7 +252,7 @@ class Job {
       if (got == 0 || (got < 0 && errno == EINTR)) continue;
       r.running = false;
       if (got < 0) r.status = 0;  // ECHILD: someone else reaped it, there is nothing more to learn
-      r.reaped_ns = now_ns();
+      r.reaped_ns = detail::monotonic_ns();
       r.reap_order = reaped_++;
       // The first failure starts the settle time (see LaunchOptions::settle); the others are
       // stopped when it ends.
@@ -401,7 +277,7 @@ class Job {
   void stop(int sig) {
     if (stopping_) return signal_running(sig, false);
     stopping_ = true;
-    stopped_ns_ = now_ns();
+    stopped_ns_ = detail::monotonic_ns();
     kill_at_ = Clock::now() + o_.grace;
     signal_running(sig, true);
   }
@@ -518,89 +394,6 @@ LaunchResult launch(const LaunchOptions& options, const LineSink& sink) {
   }
   Job job(options, port, sink);
   return job.wait();
-}
-
-void check_launch_size(int nproc, int nnodes, int node_rank, int cores) {
-  require(nproc >= 1, "--nproc-per-node must be at least 1, got " + std::to_string(nproc));
-  require(nnodes >= 1, "--nnodes must be at least 1, got " + std::to_string(nnodes));
-  require(node_rank >= 0 && node_rank < nnodes,
-          "--node-rank must be in [0, " + std::to_string(nnodes - 1) + "] with --nnodes " + std::to_string(nnodes) +
-              ", got " + std::to_string(node_rank));
-  const long long usable = std::max(1, cores);
-  const long long by_cores = kRanksPerCore * usable;
-  const long long most = std::min<long long>(by_cores, kMaxLocalRanks);
-  require(nproc <= most, "cannot start " + std::to_string(nproc) + " ranks on this machine: at most " +
-                             std::to_string(most) +
-                             (by_cores <= kMaxLocalRanks
-                                  ? " (" + std::to_string(kRanksPerCore) + " per core on " + std::to_string(usable) +
-                                        (usable == 1 ? " core)" : " cores)")
-                                  : " (the limit for one machine)"));
-  const long long world = static_cast<long long>(nnodes) * nproc;
-  require(world <= INT_MAX, "--nnodes " + std::to_string(nnodes) + " x " + std::to_string(nproc) +
-                                " ranks per node = " + std::to_string(world) + " ranks, more than a job can have (at most " +
-                                std::to_string(INT_MAX) + ")");
-}
-
-int usable_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-std::string format_failure_report(const FailureReport& report) {
-  return std::to_string(report.time_ns) + "\n" + report.what + "\n";
-}
-
-std::optional<FailureReport> parse_failure_report(const std::string& text) {
-  const size_t nl = text.find('\n');
-  if (nl == std::string::npos || nl == 0 || nl > 19) return std::nullopt;
-  FailureReport report;
-  for (size_t i = 0; i < nl; ++i) {
-    if (text[i] < '0' || text[i] > '9') return std::nullopt;
-    const int digit = text[i] - '0';
-    if (report.time_ns > (INT64_MAX - digit) / 10) return std::nullopt;  // more than an int64 holds
-    report.time_ns = report.time_ns * 10 + digit;
-  }
-  const size_t end = text.find('\n', nl + 1);
-  if (end == std::string::npos) return std::nullopt;  // a report always ends with a newline
-  report.what = text.substr(nl + 1, end - nl - 1);
-  return report;
-}
-
-void report_rank_failure(const std::string& what) noexcept {
-  static std::atomic<bool> reported{false};
-  const char* path = std::getenv(kFailureFileVariable);
-  if (path == nullptr || *path == '\0' || reported.exchange(true)) return;
-  try {
-    std::string line = what.substr(0, what.find('\n'));
-    if (line.size() > 1000) line.resize(1000);
-    const std::string text = format_failure_report({now_ns(), line});
-    // Written aside, then linked into place: the launcher never reads half a report, and where a
-    // report is already in place (another process of this rank), link() fails and the first stays.
-    const std::string aside = std::string(path) + "." + std::to_string(getpid());
-    const int fd = open(aside.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return;
-    const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    close(fd);
-    if (written && link(aside.c_str(), path) != 0) {}
-    unlink(aside.c_str());
-  } catch (...) {
-    // Out of memory while failing: the launcher falls back to the order it reaped the ranks in.
-  }
-}
-
-int first_failure(const std::vector<RankFailure>& failures) {
-  int best = -1;
-  std::int64_t best_ns = 0;
-  for (size_t i = 0; i < failures.size(); ++i) {
-    const std::int64_t t = failures[i].reported_ns.value_or(failures[i].reaped_ns);
-    if (best < 0 || t < best_ns) {
-      best = static_cast<int>(i);
-      best_ns = t;
-    }
-  }
-  return best;
 }
 
 }  // namespace tpipe

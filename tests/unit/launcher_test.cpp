@@ -52,6 +52,17 @@ Outcome run(const LaunchOptions& options) {
 }
 
 // A socket bound (and listening, if asked) on 127.0.0.1 at a port the kernel chose.
+// Runs with `sig` at its default disposition for the duration: the launcher leaves an ignored
+// signal ignored, as a test runner started in the background has SIGINT.
+Outcome run_with_default(int sig, const LaunchOptions& o) {
+  struct sigaction dfl {}, old {};
+  dfl.sa_handler = SIG_DFL;
+  sigaction(sig, &dfl, &old);
+  const Outcome r = run(o);
+  sigaction(sig, &old, nullptr);
+  return r;
+}
+
 struct Socket {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   int port = 0;
@@ -184,12 +195,7 @@ TEST(Launcher, ForwardsSigintToRanks) {
   // `exec sleep` because sh itself defers SIGINT; a long grace shows the ranks stopped on SIGINT.
   LaunchOptions o = shell(2, "if [ $RANK = 1 ]; then (sleep 0.2; kill -INT $PPID) & fi; exec sleep 30");
   o.grace = std::chrono::seconds(20);
-  // The launcher leaves an ignored SIGINT ignored, as a test runner started in the background has it.
-  struct sigaction dfl {}, old {};
-  dfl.sa_handler = SIG_DFL;
-  sigaction(SIGINT, &dfl, &old);
-  const Outcome r = run(o);
-  sigaction(SIGINT, &old, nullptr);
+  const Outcome r = run_with_default(SIGINT, o);
   EXPECT_EQ(r.result.exit_code, 130);
   EXPECT_EQ(r.result.failed_rank, -1);
   EXPECT_EQ(r.result.message, "interrupted by signal 2 (Interrupt); stopped ranks 0, 1");
@@ -231,56 +237,6 @@ TEST(Launcher, RejectsBusyMasterPort) {
 }
 
 // The message of the ConfigError that check_launch_size throws, "" if it accepts.
-std::string size_error(int nproc, int nnodes, int node_rank, int cores) {
-  try {
-    check_launch_size(nproc, nnodes, node_rank, cores);
-    return "";
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-}
-
-TEST(LaunchSize, AcceptsWhatTheMachineCanRun) {
-  EXPECT_EQ(size_error(1, 1, 0, 1), "");
-  EXPECT_EQ(size_error(8, 1, 0, 1), "");
-  EXPECT_EQ(size_error(16, 1, 0, 2), "");
-  EXPECT_EQ(size_error(256, 1, 0, 64), "");
-  EXPECT_EQ(size_error(256, 1000, 999, 32), "");
-  EXPECT_EQ(size_error(8, 1, 0, 0), "") << "cores < 1 counts as one core";
-}
-
-TEST(LaunchSize, RefusesMoreRanksThanCoresCanRun) {
-  EXPECT_EQ(size_error(17, 1, 0, 2), "cannot start 17 ranks on this machine: at most 16 (8 per core on 2 cores)");
-  EXPECT_EQ(size_error(100000, 1, 0, 8),
-            "cannot start 100000 ranks on this machine: at most 64 (8 per core on 8 cores)");
-  EXPECT_EQ(size_error(9, 1, 0, 1), "cannot start 9 ranks on this machine: at most 8 (8 per core on 1 core)");
-  EXPECT_EQ(size_error(9, 1, 0, -3), "cannot start 9 ranks on this machine: at most 8 (8 per core on 1 core)");
-  EXPECT_EQ(size_error(INT_MAX, 1, 0, 2),
-            "cannot start 2147483647 ranks on this machine: at most 16 (8 per core on 2 cores)");
-}
-
-TEST(LaunchSize, RefusesMoreThan256RanksOnAnyMachine) {
-  EXPECT_EQ(size_error(257, 1, 0, 64), "cannot start 257 ranks on this machine: at most 256 (the limit for one machine)");
-  EXPECT_EQ(size_error(1000, 1, 0, INT_MAX),
-            "cannot start 1000 ranks on this machine: at most 256 (the limit for one machine)");
-}
-
-TEST(LaunchSize, RefusesJobsLargerThanAnIntCounts) {
-  EXPECT_EQ(size_error(256, 8388608, 0, 64),
-            "--nnodes 8388608 x 256 ranks per node = 2147483648 ranks, more than a job can have (at most 2147483647)");
-  EXPECT_EQ(size_error(255, 8388608, 0, 64), "") << "255 x 2^23 = 2139095040 still fits";
-  EXPECT_EQ(size_error(2, INT_MAX, 5, 1),
-            "--nnodes 2147483647 x 2 ranks per node = 4294967294 ranks, more than a job can have (at most 2147483647)");
-}
-
-TEST(LaunchSize, RefusesCountsBelowOneAndNodeRankOutOfRange) {
-  EXPECT_EQ(size_error(0, 1, 0, 2), "--nproc-per-node must be at least 1, got 0");
-  EXPECT_EQ(size_error(-2147483647 - 1, 1, 0, 2), "--nproc-per-node must be at least 1, got -2147483648");
-  EXPECT_EQ(size_error(1, 0, 0, 2), "--nnodes must be at least 1, got 0");
-  EXPECT_EQ(size_error(1, 2, 2, 2), "--node-rank must be in [0, 1] with --nnodes 2, got 2");
-  EXPECT_EQ(size_error(1, 2, -1, 2), "--node-rank must be in [0, 1] with --nnodes 2, got -1");
-}
-
 TEST(Launcher, RefusesMoreRanksThanThisMachineCanRunBeforeStartingAny) {
   const int most = std::min(kRanksPerCore * usable_cores(), kMaxLocalRanks);
   try {
@@ -293,60 +249,6 @@ TEST(Launcher, RefusesMoreRanksThanThisMachineCanRunBeforeStartingAny) {
               0u)
         << e.what();
   }
-}
-
-TEST(FailureReport, FormatsAndParses) {
-  EXPECT_EQ(format_failure_report({123456789, "boom"}), "123456789\nboom\n");
-  const auto r = parse_failure_report("123456789\nboom\n");
-  ASSERT_TRUE(r.has_value());
-  EXPECT_EQ(r->time_ns, 123456789);
-  EXPECT_EQ(r->what, "boom");
-  const auto empty = parse_failure_report("5\n\n");
-  ASSERT_TRUE(empty.has_value());
-  EXPECT_EQ(empty->what, "");
-}
-
-TEST(FailureReport, RefusesMalformedText) {
-  for (const std::string bad : {"", "\n", "12", "12\nno newline", "x12\nboom\n", "-5\nboom\n", " 5\nboom\n",
-                                "99999999999999999999\nboom\n", "9999999999999999999\nboom\n"})
-    EXPECT_FALSE(parse_failure_report(bad).has_value()) << '"' << bad << '"';
-  EXPECT_TRUE(parse_failure_report("9223372036854775807\nmax\n").has_value());
-}
-
-TEST(FirstFailure, EarliestReportOrReapTimeWins) {
-  EXPECT_EQ(first_failure({}), -1);
-  // Reaped first, reported later: the peer that failed because of rank 1.
-  EXPECT_EQ(first_failure({{0, 2000, 3000}, {1, 1000, 5000}}), 1);
-  // Without reports, the reap order decides.
-  EXPECT_EQ(first_failure({{2, std::nullopt, 3000}, {0, std::nullopt, 3500}}), 0);
-  // A rank that did not report counts from when it was reaped.
-  EXPECT_EQ(first_failure({{0, std::nullopt, 1500}, {1, 2000, 2500}}), 0);
-  EXPECT_EQ(first_failure({{0, std::nullopt, 2500}, {1, 2000, 2600}}), 1);
-  // Ties go to the rank reaped first.
-  EXPECT_EQ(first_failure({{3, 1000, 2000}, {1, 1000, 2100}}), 0);
-}
-
-TEST(FailureReport, RankWritesItsFirstFailureOnly) {
-  char dir[] = "/tmp/tpipe_report_XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string file = std::string(dir) + "/rank-3";
-  unsetenv(kFailureFileVariable);
-  report_rank_failure("nowhere to go");  // no variable: nothing, and the next call still counts
-  setenv(kFailureFileVariable, file.c_str(), 1);
-  const auto before = std::chrono::steady_clock::now().time_since_epoch();
-  report_rank_failure("first line\nsecond line");
-  report_rank_failure("a later failure");
-  unsetenv(kFailureFileVariable);
-  std::ifstream in(file);
-  std::stringstream text;
-  text << in.rdbuf();
-  unlink(file.c_str());
-  rmdir(dir);
-  const auto report = parse_failure_report(text.str());
-  ASSERT_TRUE(report.has_value()) << text.str();
-  EXPECT_EQ(report->what, "first line");
-  // steady_clock is CLOCK_MONOTONIC, the clock of the reports.
-  EXPECT_GE(report->time_ns, std::chrono::duration_cast<std::chrono::nanoseconds>(before).count());
 }
 
 TEST(Launcher, GivesEachRankItsFailureFileAndRemovesThem) {
@@ -418,11 +320,7 @@ TEST(Launcher, StopsRanksOnSighupWithSigterm) {
   // As the SIGINT test; ranks that ignore SIGHUP are still stopped, as the launcher sends SIGTERM.
   LaunchOptions o = shell(2, "trap '' HUP; if [ $RANK = 1 ]; then (sleep 0.2; kill -HUP $PPID) & fi; exec sleep 30");
   o.grace = std::chrono::seconds(20);
-  struct sigaction dfl {}, old {};
-  dfl.sa_handler = SIG_DFL;
-  sigaction(SIGHUP, &dfl, &old);
-  const Outcome r = run(o);
-  sigaction(SIGHUP, &old, nullptr);
+  const Outcome r = run_with_default(SIGHUP, o);
   EXPECT_EQ(r.result.exit_code, 129);
   EXPECT_EQ(r.result.failed_rank, -1);
   EXPECT_EQ(r.result.message, "interrupted by signal 1 (Hangup); stopped ranks 0, 1");
