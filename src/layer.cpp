@@ -1,6 +1,7 @@
 // Adapters from torch::nn modules and plain functions to Layers.
 #include "tpipe/layer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/module.h>
 
 #include "tpipe/error.h"
@@ -10,8 +11,8 @@ namespace {
 
 class ModuleLayer : public Layer {
  public:
-  ModuleLayer(std::shared_ptr<torch::nn::Module> m, std::function<Payload(const Payload&)> f)
-      : module_(std::move(m)), forward_(std::move(f)) {}
+  ModuleLayer(std::shared_ptr<torch::nn::Module> m, std::function<Payload(const Payload&)> f, LayerGenerators g)
+      : module_(std::move(m)), forward_(std::move(f)), generators_(std::move(g)) {}
   Payload forward(const Payload& in) override { return forward_(in); }
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const override {
     std::vector<std::pair<std::string, at::Tensor>> out;
@@ -28,25 +29,33 @@ class ModuleLayer : public Layer {
   void train(bool on) override {
     if (module_) module_->train(on);
   }
+  std::vector<at::Generator> generators() const override {
+    return generators_ ? *generators_ : Layer::generators();
+  }
 
  private:
   std::shared_ptr<torch::nn::Module> module_;
   std::function<Payload(const Payload&)> forward_;
+  LayerGenerators generators_;
 };
 
 }  // namespace
 
-LayerPtr module_layer(std::shared_ptr<torch::nn::Module> module, std::function<Payload(const Payload&)> forward) {
-  return std::make_shared<ModuleLayer>(std::move(module), std::move(forward));
+std::vector<at::Generator> Layer::generators() const { return {at::detail::getDefaultCPUGenerator()}; }
+
+LayerPtr module_layer(std::shared_ptr<torch::nn::Module> module, std::function<Payload(const Payload&)> forward,
+                      LayerGenerators generators) {
+  return std::make_shared<ModuleLayer>(std::move(module), std::move(forward), std::move(generators));
 }
 
-LayerPtr tensor_layer(std::shared_ptr<torch::nn::Module> module, std::function<at::Tensor(const at::Tensor&)> forward) {
+LayerPtr tensor_layer(std::shared_ptr<torch::nn::Module> module, std::function<at::Tensor(const at::Tensor&)> forward,
+                      LayerGenerators generators) {
   return module_layer(std::move(module), [f = std::move(forward)](const Payload& in) {
     if (in.empty()) throw ShapeError("a single-tensor layer got an empty payload");
     Payload out = in;
     out[0] = f(in[0]);
     return out;
-  });
+  }, std::move(generators));
 }
 
 LayerPtr function_layer(std::function<Payload(const Payload&)> forward) {

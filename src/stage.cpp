@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "rng_state.h"
 #include "split_backward.h"
 #include "tpipe/comm/wire.h"
 
@@ -26,32 +27,67 @@ std::int64_t distinct_bytes(std::initializer_list<const Payload*> payloads) {
 Stage::Stage(int index, int num_stages, std::vector<LayerPtr> layers, std::vector<std::string> layer_names)
     : index_(index), num_stages_(num_stages), layers_(std::move(layers)), names_(std::move(layer_names)) {}
 
-Payload Stage::forward(int mb, Payload input, bool training, const Where& where) {
+Payload Stage::run_layers(Payload x) {
+  for (auto& layer : layers_) x = layer->forward(x);
+  return x;
+}
+
+std::vector<at::Generator> Stage::generators() const {
+  std::vector<at::Generator> out;
+  std::set<const void*> seen;
+  for (const auto& layer : layers_)
+    for (auto& g : layer->generators())
+      if (seen.insert(g.unsafeGetGeneratorImpl()).second) out.push_back(g);
+  return out;
+}
+
+Payload Stage::forward(int mb, Payload input, bool training, const Where& where, bool checkpoint) {
   if (!training) {
     torch::NoGradGuard no_grad;
-    for (auto& layer : layers_) input = layer->forward(input);
-    return input;
+    return run_layers(std::move(input));
   }
   if (stash_.count(mb)) throw Error(where.prefix() + "micro-batch " + std::to_string(mb) + " is already in flight");
   if (!is_first())
     for (auto& t : input)
       if (t.defined() && t.is_floating_point()) t.requires_grad_(true);
-  Payload output = input;
-  for (auto& layer : layers_) output = layer->forward(output);
-  Stash s{input, output, {}, distinct_bytes({&input, &output})};
+  Stash s;
+  s.input = input;
+  Payload output;
+  if (checkpoint) {
+    s.rng = std::make_shared<RngStates>(capture_rng(generators()));
+    torch::NoGradGuard no_grad;
+    output = run_layers(std::move(input));
+  } else {
+    output = run_layers(std::move(input));
+    s.output = output;
+  }
+  s.bytes = distinct_bytes({&s.input, &s.output});
   stashed_bytes_ += s.bytes;
   stash_.emplace(mb, std::move(s));
   return output;
 }
 
-void Stage::set_loss(int mb, const at::Tensor& loss, const Where& where) {
+void Stage::set_loss(int mb, const at::Tensor& loss, const Where& where, StageLoss recompute) {
   auto it = stash_.find(mb);
   if (it == stash_.end()) throw Error(where.prefix() + "loss for a micro-batch that is not in flight");
   if (!loss.defined() || loss.numel() != 1)
     throw ShapeError(where.prefix() + "the loss function must return one number, got " +
                      (loss.defined() ? wire::to_string(wire::TensorMeta{true, loss.scalar_type(), loss.sizes().vec()})
                                      : std::string("nothing")));
+  if (it->second.rng && !recompute)
+    throw Error(where.prefix() + "a checkpointed micro-batch needs its loss function to recompute the loss");
   it->second.loss = loss;
+  it->second.recompute_loss = std::move(recompute);
+}
+
+void Stage::recompute(Stash& s, const Where& where) {
+  RngReplay replay(*s.rng);
+  s.output = run_layers(s.input);
+  if (is_last()) {
+    if (!s.loss.defined()) throw Error(where.prefix() + "backward on the last stage before the loss was computed");
+    s.loss = s.recompute_loss(s.output);
+  }
+  s.rng.reset();
 }
 
 Payload Stage::backward(int mb, const Payload& output_grads, const Where& where, bool split) {
@@ -60,6 +96,7 @@ Payload Stage::backward(int mb, const Payload& output_grads, const Where& where,
   Stash s = std::move(it->second);
   stash_.erase(it);
   if (!split) stashed_bytes_ -= s.bytes;  // a split one holds its stash until its W
+  if (s.rng) recompute(s, where);
 
   std::vector<at::Tensor> roots, seeds;
   if (is_last()) {

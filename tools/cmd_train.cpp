@@ -164,6 +164,10 @@ int train_main(int argc, char** argv) {
   opt("--partition", &TrainConfig::partition,
       "uniform, layers per stage such as 2,4,2, parameters (balance parameter counts) or type:REGEX (balance "
       "the layers whose name matches, e.g. type:block)");
+  opt("--checkpoint", &TrainConfig::checkpoint,
+      "activation checkpointing: always | except_last (all but the last micro-batch) | never; a checkpointed "
+      "micro-batch keeps only its stage input and is recomputed before its backward");
+  opt("--dropout", &TrainConfig::dropout, "dropout probability (embeddings, attention, residual branches)");
   opt("--layers", &TrainConfig::layers, "transformer blocks");
   opt("--dim", &TrainConfig::dim, "model width");
   opt("--heads", &TrainConfig::heads, "attention heads (must divide --dim)");

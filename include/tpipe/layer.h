@@ -3,8 +3,11 @@
 // layer calls the factory, so a stage never allocates the rest of the model.
 #pragma once
 
+#include <ATen/core/Generator.h>
+
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +30,10 @@ class Layer {
   // keep it beside the parameters.
   virtual std::vector<std::pair<std::string, at::Tensor>> named_buffers() const { return {}; }
   virtual void train(bool on) = 0;
+  // The generators the forward draws random numbers from (dropout masks). Activation
+  // checkpointing saves their states at the forward and replays them for the recomputation, so
+  // it draws the same numbers. By default the process's CPU generator, which torch::dropout uses.
+  virtual std::vector<at::Generator> generators() const;
 };
 
 using LayerPtr = std::shared_ptr<Layer>;
@@ -54,12 +61,18 @@ LayerSpec tied_layer(std::string name, TiedLayerSpec spec);
 // The layer of one tied position, computing with `module`: the one its stage built for the key.
 LayerPtr tied_position(const TiedLayerSpec& spec, std::shared_ptr<torch::nn::Module> module);
 
+// The generators a layer's forward draws from: unset means Layer's default (the process's CPU
+// generator); a list, possibly empty, names exactly the layer's own.
+using LayerGenerators = std::optional<std::vector<at::Generator>>;
+
 // A layer around a torch::nn module and a Payload -> Payload function using it.
-LayerPtr module_layer(std::shared_ptr<torch::nn::Module> module, std::function<Payload(const Payload&)> forward);
+LayerPtr module_layer(std::shared_ptr<torch::nn::Module> module, std::function<Payload(const Payload&)> forward,
+                      LayerGenerators generators = std::nullopt);
 
 // A layer around a single-tensor function: it replaces tensor 0 of the payload and passes the
 // others through unchanged (so an index or mask tensor can ride along).
-LayerPtr tensor_layer(std::shared_ptr<torch::nn::Module> module, std::function<at::Tensor(const at::Tensor&)> forward);
+LayerPtr tensor_layer(std::shared_ptr<torch::nn::Module> module, std::function<at::Tensor(const at::Tensor&)> forward,
+                      LayerGenerators generators = std::nullopt);
 
 // A parameter-free layer (activation, reshape, ...).
 LayerPtr function_layer(std::function<Payload(const Payload&)> forward);

@@ -2,9 +2,14 @@
 // what backward needs (the "stash": the micro-batch's input and output tensors and the autograd
 // graph behind them) until that micro-batch's backward frees it. Backward seeds autograd with
 // the gradients of the stage's outputs and returns those of its inputs, for the previous stage.
+//
+// A checkpointed micro-batch (activation checkpointing) runs its forward without autograd and
+// keeps only its input and the layers' random state; its backward first runs the forward again
+// from them, drawing the same random numbers, then proceeds as above.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +22,11 @@
 namespace tpipe {
 
 class SplitBackward;
+struct RngStates;
+
+// The last stage's loss of a micro-batch from its outputs (for a checkpointed micro-batch, the
+// recomputation needs it again).
+using StageLoss = std::function<at::Tensor(const Payload& outputs)>;
 
 class Stage {
  public:
@@ -27,11 +37,13 @@ class Stage {
   bool is_last() const { return index_ == num_stages_ - 1; }
 
   // Runs the layers. With `training`, floating inputs from another stage become leaves that
-  // collect gradients and the micro-batch is stashed for backward.
-  Payload forward(int mb, Payload input, bool training, const Where& where);
+  // collect gradients and the micro-batch is stashed for backward; with `checkpoint` too, only
+  // its input and random state are.
+  Payload forward(int mb, Payload input, bool training, const Where& where, bool checkpoint = false);
 
-  // Last stage: the micro-batch's loss, already weighted by its share of the batch.
-  void set_loss(int mb, const at::Tensor& loss, const Where& where);
+  // Last stage: the micro-batch's loss, already weighted by its share of the batch. A
+  // checkpointed micro-batch also needs `recompute`, which gives that loss from the outputs.
+  void set_loss(int mb, const at::Tensor& loss, const Where& where, StageLoss recompute = {});
 
   // Backward of one micro-batch. `output_grads` holds one entry per output tensor (undefined
   // where no gradient flows); empty on the last stage, which starts from the loss. Returns one
@@ -62,7 +74,13 @@ class Stage {
     Payload output;
     at::Tensor loss;
     std::int64_t bytes = 0;
+    std::shared_ptr<RngStates> rng;  // set for a checkpointed micro-batch
+    StageLoss recompute_loss;
   };
+  Payload run_layers(Payload x);
+  // A checkpointed micro-batch's forward again, with autograd and the saved random state.
+  void recompute(Stash& s, const Where& where);
+  std::vector<at::Generator> generators() const;  // the layers', each once
 
   int index_;
   int num_stages_;

@@ -63,6 +63,8 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
     if (I.opts.microbatches > wire::kMaxMicrobatches)
       throw ConfigError("at most " + std::to_string(wire::kMaxMicrobatches) + " micro-batches, got " +
                         std::to_string(I.opts.microbatches));
+    if (I.opts.checkpoint != "never" && I.opts.checkpoint != "always" && I.opts.checkpoint != "except_last")
+      throw ConfigError("activation checkpointing is always, except_last or never, got '" + I.opts.checkpoint + "'");
   } catch (const ConfigError& e) {
     throw ConfigError(at_rank.prefix() + e.what());
   }

@@ -88,6 +88,10 @@ struct PipelineEngine::Impl {
   int link_of(int s) const { return train_schedule.chunk_of(s); }
   Where where(const Action& a) const { return Where{comm.rank(), a.stage, a.mb, to_string(a)}; }
   Where here() const { return Where{comm.rank(), first_stage()}; }
+  // Whether micro-batch `mb` of a training step runs checkpointed (EngineOptions::checkpoint).
+  bool checkpointed(int mb) const {
+    return training && (opts.checkpoint == "always" || (opts.checkpoint == "except_last" && mb < opts.microbatches - 1));
+  }
   // "stage 1" or "stages 1,2" of the rank at `position` (the same in every replica).
   std::string stages_text(int position) const;
   // Compares every copy of every tied weight (collective over each tie group); throws naming them.

@@ -81,14 +81,18 @@ void PipelineEngine::Impl::forward(const Action& a) {
     in = receive(a, *it->second, {a.stage, Op::RecvAct, a.mb}, rank_of_stage(a.stage - 1));
     recv_act.erase(it);
   }
-  Payload out = st.forward(a.mb, std::move(in), training, where(a));
+  const bool checkpoint = checkpointed(a.mb);
+  Payload out = st.forward(a.mb, std::move(in), training, where(a), checkpoint);
   if (!st.is_last()) {
     outputs[{a.stage, a.mb}] = std::move(out);
     return;
   }
   if (!targets.empty()) {
     at::Tensor loss = loss_fn(out, targets.at(a.mb));
-    if (training) st.set_loss(a.mb, loss * weights.at(a.mb), where(a));
+    StageLoss recompute;
+    if (checkpoint)
+      recompute = [this, mb = a.mb](const Payload& o) { return loss_fn(o, targets.at(mb)) * weights.at(mb); };
+    if (training) st.set_loss(a.mb, loss * weights.at(a.mb), where(a), std::move(recompute));
     const double value = loss.item<double>();
     if (!std::isfinite(value) && nonfinite_mb < 0) nonfinite_mb = a.mb;
     loss_sum += value * weights.at(a.mb);

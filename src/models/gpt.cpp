@@ -45,6 +45,18 @@ at::Generator layer_generator(const GptConfig& c, const std::string& name) {
   return at::make_generator<at::CPUGeneratorImpl>(s ^ (s >> 32));
 }
 
+// The generator of a layer's dropout masks, apart from its initialisation's.
+at::Generator dropout_generator(const GptConfig& c, const std::string& name) {
+  return layer_generator(c, name + ".dropout");
+}
+
+// Inverted dropout with masks from `gen` (torch::dropout would draw from the process's generator,
+// which ranks that are threads of one process share).
+at::Tensor dropout(const at::Tensor& x, double p, bool training, at::Generator& gen) {
+  if (!training || p == 0) return x;
+  return x * at::empty_like(x).bernoulli_(1 - p, gen) / (1 - p);
+}
+
 // GPT-2's initialisation, in the order of m.named_modules() so it is the same on every rank. The
 // projections that write into the residual stream (attn.proj, mlp.proj) start smaller, with std
 // 0.02 / sqrt(2 x layers): each block adds two of them to the stream.
@@ -70,7 +82,7 @@ void gpt2_init(torch::nn::Module& m, const GptConfig& c, const std::string& name
 }
 
 struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(int dim, int heads) : heads(heads) {
+  AttentionImpl(int dim, int heads, double p, at::Generator gen) : heads(heads), p(p), gen(std::move(gen)) {
     qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
     proj = register_module("proj", torch::nn::Linear(dim, dim));
   }
@@ -83,10 +95,12 @@ struct AttentionImpl : torch::nn::Module {
     // exp(-inf) is exactly 0, so a token's output cannot depend on later tokens, not even by rounding.
     auto future = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
-    auto y = torch::softmax(scores, -1).matmul(v);  // [B,H,T,hd]
+    auto y = dropout(torch::softmax(scores, -1), p, is_training(), gen).matmul(v);  // [B,H,T,hd]
     return proj(y.transpose(1, 2).reshape({B, T, D}));
   }
   int64_t heads;
+  double p;
+  at::Generator gen;
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
 };
 
@@ -100,16 +114,18 @@ struct MlpImpl : torch::nn::Module {
 };
 
 struct BlockImpl : torch::nn::Module {
-  BlockImpl(int dim, int heads) {
+  BlockImpl(int dim, int heads, double p, at::Generator gen) : p(p), gen(gen) {
     ln1 = register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
-    attn = register_module("attn", std::make_shared<AttentionImpl>(dim, heads));
+    attn = register_module("attn", std::make_shared<AttentionImpl>(dim, heads, p, gen));
     ln2 = register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
     mlp = register_module("mlp", std::make_shared<MlpImpl>(dim));
   }
   at::Tensor forward(at::Tensor h) {
-    h = h + attn->forward(ln1(h));
-    return h + mlp->forward(ln2(h));
+    h = h + dropout(attn->forward(ln1(h)), p, is_training(), gen);
+    return h + dropout(mlp->forward(ln2(h)), p, is_training(), gen);
   }
+  double p;
+  at::Generator gen;
   torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
   std::shared_ptr<AttentionImpl> attn;
   std::shared_ptr<MlpImpl> mlp;
@@ -169,6 +185,8 @@ void check_config(const GptConfig& c) {
     if (value < 1) throw ConfigError(std::string(flag) + " must be at least 1, got " + std::to_string(value));
   if (c.dim % c.heads != 0)
     throw ConfigError("--dim " + std::to_string(c.dim) + " is not divisible by --heads " + std::to_string(c.heads));
+  if (!(c.dropout >= 0 && c.dropout < 1))
+    throw ConfigError("--dropout must be in [0, 1), got " + std::to_string(c.dropout));
   if (!at::isFloatingType(c.dtype))
     throw ConfigError(std::string("--dtype must be a floating-point type, got ") + c10::toString(c.dtype));
 }
@@ -184,25 +202,26 @@ std::vector<LayerSpec> gpt_layers(const GptConfig& c) {
                      torch::NoGradGuard no_grad;
                      auto gen = layer_generator(c, "pos");
                      pos->weight.normal_(0, 0.01, gen);
-                     return tensor_layer(pos, [pos, c](const at::Tensor& h) {
+                     auto drop = dropout_generator(c, "pos");
+                     return tensor_layer(pos, [pos, c, drop](const at::Tensor& h) mutable {
                        expect_hidden(h, c.dim, "pos");
                        const int64_t T = h.size(1);
                        if (T > c.seq_len)
                          throw ShapeError("GPT pos: a sequence of " + std::to_string(T) +
                                           " tokens is longer than --seq-len " + std::to_string(c.seq_len));
-                       return h + pos->weight.narrow(0, 0, T);
-                     });
+                       return dropout(h + pos->weight.narrow(0, 0, T), c.dropout, pos->is_training(), drop);
+                     }, std::vector<at::Generator>{drop});
                    }});
 
   for (int i = 0; i < c.layers; ++i) {
     const std::string name = "block" + std::to_string(i);
     specs.push_back({name, [c, name] {
-                       auto block = std::make_shared<BlockImpl>(c.dim, c.heads);
+                       auto block = std::make_shared<BlockImpl>(c.dim, c.heads, c.dropout, dropout_generator(c, name));
                        gpt2_init(*block, c, name);
                        return tensor_layer(block, [block, c](const at::Tensor& h) {
                          expect_hidden(h, c.dim, "block");
                          return block->forward(h);
-                       });
+                       }, std::vector<at::Generator>{block->gen});
                      }});
   }
 
@@ -212,7 +231,7 @@ std::vector<LayerSpec> gpt_layers(const GptConfig& c) {
                      return tensor_layer(ln, [ln, c](const at::Tensor& h) {
                        expect_hidden(h, c.dim, "ln_f");
                        return ln->forward(h);
-                     });
+                     }, std::vector<at::Generator>{});
                    }});
 
   specs.push_back(tied_layer("lm_head", {"wte", [c] { return make_wte(c); }, lm_head_forward}));

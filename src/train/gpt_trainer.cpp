@@ -96,6 +96,7 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   o.dp = c.dp;
   o.pp = c.stages;
   o.partition = c.partition;
+  o.checkpoint = c.checkpoint;
   if (c.clip > 0) o.clip_grad_norm = c.clip;
   o.skip_nonfinite = c.on_nonfinite == "skip";
   ReportOptions ro{output_path(c, c.trace, "trace.json"), output_path(c, c.timeline, "timeline.svg"),

@@ -25,7 +25,7 @@ namespace {
   X(stages) X(dp) X(microbatches) X(microbatch_size) X(schedule) X(virtual_stages) X(partition) X(layers) X(dim)  \
   X(heads) X(seq_len) X(steps) X(lr) X(optimizer) X(clip) X(seed) X(data) X(out) X(trace) X(timeline) X(metrics)  \
   X(eval_every) X(eval_batches) X(sample_chars) X(checkpoints) X(save_every) X(keep) X(resume) X(stop_after)      \
-  X(on_nonfinite) X(timeout)
+  X(on_nonfinite) X(timeout) X(checkpoint) X(dropout)
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw ConfigError(message);
@@ -66,6 +66,10 @@ double memory_needed(const TrainConfig& c, int vocab) {
   const double per_layer = 2 * T * b * d * (34 + 5 * a * T / d);
   const double in_flight = c.schedule == "gpipe" ? c.microbatches : std::min<double>(c.microbatches, c.stages * 2);
   const double layers_per_rank = std::ceil(L / c.stages);
+  // A checkpointed micro-batch keeps only its input (2 T b d bytes here) until its backward, which
+  // rebuilds one micro-batch's activations at a time.
+  if (c.checkpoint == "always")
+    return c.dp * (16 * params + (in_flight * 2 * T * b * d + layers_per_rank * per_layer) * c.stages);
   return c.dp * (16 * params + in_flight * layers_per_rank * per_layer * c.stages);
 }
 
@@ -117,6 +121,7 @@ GptConfig model_config(const TrainConfig& c, int vocab) {
   g.layers = c.layers;
   g.seq_len = c.seq_len;
   g.seed = c.seed;
+  g.dropout = c.dropout;
   return g;
 }
 
@@ -161,6 +166,10 @@ void check_train_config(const TrainConfig& c) {
   require(c.on_nonfinite == "stop" || c.on_nonfinite == "skip",
           "--on-nonfinite must be stop or skip, got '" + c.on_nonfinite + "'");
   require(c.sample_chars >= 0, "--sample-chars must be >= 0");
+  require(c.checkpoint == "never" || c.checkpoint == "always" || c.checkpoint == "except_last",
+          "--checkpoint must be always, except_last or never, got '" + c.checkpoint + "'");
+  require(std::isfinite(c.dropout) && c.dropout >= 0 && c.dropout < 1,
+          "--dropout must be a number in [0, 1), got " + show(c.dropout));
   // An unknown name says which ones exist; the schedule gives the number of stages.
   const int num_stages = make_schedule(c.schedule, c.stages, c.microbatches, c.virtual_stages).num_stages();
   check_config(model_config(c, 2));

@@ -50,6 +50,10 @@ TEST(TrainRefuses, NumbersThatAreNotFiniteOrOutOfRange) {
       {"--heads 0", "--heads must be at least 1, got 0"},
       {"--seq-len -5", "--seq-len must be at least 1, got -5"},
       {"--virtual-stages -1", "--virtual-stages must be >= 0 (0: the schedule's own)"},
+      {"--checkpoint sometimes", "--checkpoint must be always, except_last or never, got 'sometimes'"},
+      {"--dropout 1", "--dropout must be a number in [0, 1), got 1"},
+      {"--dropout -0.5", "--dropout must be a number in [0, 1), got -0.5"},
+      {"--dropout nan", "--dropout must be a number in [0, 1), got nan"},
   });
 }
 

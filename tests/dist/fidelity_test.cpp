@@ -4,6 +4,8 @@
 //   Threads/Fidelity:  every schedule, p in 1..4, m in {1,2,3,4,8}, batch 10 (uneven for most m)
 //   DataParallel:      pp x dp in {2x2, 3x2, 1x2}, gpipe, 1f1b, zb-h1, global batch 14 (7 a replica)
 //   Clipping, Tied:    global-norm clipping; weights tied across stages (toy and GPT)
+//   Checkpointed:      activation checkpointing (always, except_last) under every schedule; with
+//                      dropout, the same masks as without checkpointing, bit for bit
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -26,10 +28,23 @@ struct Case {
   int dp;
   int microbatches;
   int chunks = 0;  // stages per rank; 0: the schedule's own
+  std::string checkpoint = "never";
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.schedule << " pp=" << c.pp << " dp=" << c.dp << " m=" << c.microbatches << " v=" << c.chunks;
+  *os << c.schedule << " pp=" << c.pp << " dp=" << c.dp << " m=" << c.microbatches << " v=" << c.chunks
+      << " checkpoint=" << c.checkpoint;
+}
+
+EngineOptions options_of(const Case& c) {
+  EngineOptions o;
+  o.schedule = c.schedule;
+  o.chunks_per_rank = c.chunks;
+  o.microbatches = c.microbatches;
+  o.dp = c.dp;
+  o.pp = c.pp;
+  o.checkpoint = c.checkpoint;
+  return o;
 }
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
@@ -37,7 +52,8 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   std::string schedule = c.schedule;
   std::replace(schedule.begin(), schedule.end(), '-', '_');  // test names allow letters, digits, '_'
   return schedule + "_p" + std::to_string(c.pp) + (c.chunks > 0 ? "_v" + std::to_string(c.chunks) : "") +
-         (c.dp > 1 ? "_dp" + std::to_string(c.dp) : "") + "_m" + std::to_string(c.microbatches);
+         (c.dp > 1 ? "_dp" + std::to_string(c.dp) : "") + "_m" + std::to_string(c.microbatches) +
+         (c.checkpoint != "never" ? "_" + c.checkpoint : "");
 }
 
 // Runs `model` pipelined on pp x dp thread ranks and checks every rank against the reference;
@@ -47,13 +63,7 @@ void expect_equal_to_single_process(const ModelDef& model, const Case& c, int ba
   std::mutex mu;
   std::set<std::string> seen;
   expect_ranks_ok(c.pp * c.dp, [&](Communicator& comm) {
-    EngineOptions o;
-    o.schedule = c.schedule;
-    o.chunks_per_rank = c.chunks;
-    o.microbatches = c.microbatches;
-    o.dp = c.dp;
-    o.pp = c.pp;
-    const Trace got = pipelined_run(model, comm, o, batch, steps);
+    const Trace got = pipelined_run(model, comm, options_of(c), batch, steps);
     std::string worst;
     const double err = max_relative_error(got, ref, &worst);
     std::lock_guard<std::mutex> lock(mu);
@@ -162,6 +172,62 @@ TEST(TiedGptPartition, ByParametersAndByTypeEqualsTheSingleProcess) {
       EXPECT_EQ(to_string(engine->partition()), cut) << method;
       EXPECT_LE(max_relative_error(got, ref), kTolerance) << method << " rank " << comm.rank();
     });
+  }
+}
+
+class Checkpointed : public ::testing::TestWithParam<Case> {};
+
+// A checkpointed micro-batch's forward runs twice; the step must not change.
+TEST_P(Checkpointed, EqualsSingleProcess) {
+  static const Trace ref = reference_run(fidelity_model(), 10, kSteps);
+  expect_equal_to_single_process(fidelity_model(), GetParam(), 10, kSteps, ref);
+}
+
+std::vector<Case> checkpoint_cases() {
+  std::vector<Case> cases;
+  for (const char* mode : {"always", "except_last"}) {
+    for (const char* s : {"gpipe", "1f1b", "naive", "zb-h1", "interleaved-1f1b", "zb-v"})
+      for (auto [p, m] : {std::pair{2, 4}, {3, 3}, {1, 2}}) cases.push_back({s, p, 1, m, 0, mode});
+    cases.push_back({"1f1b", 2, 2, 3, 0, mode});
+    cases.push_back({"zb-v", 2, 2, 3, 0, mode});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, Checkpointed, ::testing::ValuesIn(checkpoint_cases()), case_name);
+
+// Every rank's trace of a run of `model` under case `c`, by rank.
+std::vector<Trace> traces_of(const ModelDef& model, const Case& c, int batch) {
+  std::vector<Trace> traces(c.pp * c.dp);
+  expect_ranks_ok(c.pp * c.dp, [&](Communicator& comm) {
+    traces[comm.rank()] = pipelined_run(model, comm, options_of(c), batch, kSteps);
+  });
+  return traces;
+}
+
+// With dropout, each layer draws its masks from its own generator, micro-batch by micro-batch in
+// order, so every schedule and cut with the same micro-batches draws the same masks as one rank
+// does; checkpointing replays them for the recomputation. Same schedule with and without
+// checkpointing: the same arithmetic, so bit for bit.
+TEST(CheckpointedDropout, SameMasksAsWithoutCheckpointingUnderEverySchedule) {
+  const ModelDef model = gpt_test_model(0.2);
+  const Trace one_rank = traces_of(model, {"1f1b", 1, 1, 4}, 8)[0];
+  const Trace no_dropout = traces_of(gpt_test_model(0), {"1f1b", 1, 1, 4}, 8)[0];
+  ASSERT_GT(std::abs(one_rank.losses[0] - no_dropout.losses[0]), 1e-3) << "dropout must change the loss";
+  for (Case c : {Case{"gpipe", 2, 1, 4}, Case{"1f1b", 3, 1, 4}, Case{"zb-h1", 2, 1, 4}, Case{"interleaved-1f1b", 2, 1, 4},
+                 Case{"zb-v", 2, 1, 4}, Case{"1f1b", 1, 1, 4}}) {
+    const std::vector<Trace> plain = traces_of(model, c, 8);
+    for (const char* mode : {"always", "except_last"}) {
+      c.checkpoint = mode;
+      const std::vector<Trace> checkpointed = traces_of(model, c, 8);
+      for (std::size_t r = 0; r < plain.size(); ++r) {
+        std::string worst;
+        EXPECT_EQ(max_relative_error(checkpointed[r], plain[r], &worst), 0.0)
+            << c.schedule << " p=" << c.pp << " " << mode << " rank " << r << ": " << worst;
+        EXPECT_LE(max_relative_error(checkpointed[r], one_rank, &worst), kTolerance)
+            << c.schedule << " p=" << c.pp << " " << mode << " rank " << r << ": " << worst;
+      }
+    }
   }
 }
 

@@ -105,7 +105,7 @@ ModelDef tied_toy_model() {
   return m;
 }
 
-ModelDef gpt_test_model() {
+ModelDef gpt_test_model(double dropout) {
   GptConfig c;
   c.vocab = 11;
   c.dim = 8;
@@ -114,6 +114,7 @@ ModelDef gpt_test_model() {
   c.seq_len = 6;
   c.dtype = torch::kDouble;
   c.seed = 3;
+  c.dropout = dropout;
   ModelDef m;
   m.layers = [c] { return gpt_layers(c); };
   m.loss = gpt_loss();

@@ -30,6 +30,6 @@ ModelDef fidelity_model();
 ModelDef tied_toy_model();
 
 // The library's GPT (float64, tiny) with its output projection tied to the embedding; Adam.
-ModelDef gpt_test_model();
+ModelDef gpt_test_model(double dropout = 0);
 
 }  // namespace tpipe::testing

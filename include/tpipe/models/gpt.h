@@ -17,7 +17,6 @@
 
 namespace tpipe {
 
-// No dropout on purpose: a pipelined step must compute exactly what one process computes.
 struct GptConfig {
   int vocab = 96;
   int dim = 64;
@@ -26,6 +25,11 @@ struct GptConfig {
   int seq_len = 32;  // longest sequence the position embedding covers
   at::ScalarType dtype = at::kFloat;
   std::uint64_t seed = 0;  // every layer draws its initial weights from (seed, layer name)
+  // Dropout on the embeddings, the attention weights and each residual branch (nanoGPT's places).
+  // Every layer draws its masks from a generator of its own seeded by (seed, layer name), so a
+  // step draws the same masks however the model is cut, as long as each stage runs its
+  // micro-batches in order (every schedule does), and activation checkpointing replays them.
+  double dropout = 0;
 };
 
 // Throws ConfigError naming the offending option, e.g. "--dim 65 is not divisible by --heads 4".

@@ -40,6 +40,8 @@ struct TrainConfig {
   int stop_after = 0;               // end cleanly after this step, with a checkpoint (0: run --steps)
   std::string on_nonfinite = "stop";  // a NaN/inf loss or gradient norm: stop the run, or skip the step
   double timeout = 300;             // seconds any rank waits for another before it is an error
+  std::string checkpoint = "never";  // activation checkpointing: always | except_last | never
+  double dropout = 0;               // the GPT's dropout probability
 };
 
 // The most ranks `tpipe train` starts on one machine.
