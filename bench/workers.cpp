@@ -168,7 +168,7 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, 
   int calls = 0;
   const double step = time_steps(w, [&] {
     const auto r = engine.train_batch({x}, {y});
-    peak = r.peak_activation_bytes;
+    peak = r.held_peak_bytes;
     if (calls++ >= w.warmup) reduce += r.reduce_seconds / w.steps;
   });
   int messages = 0;  // point-to-point messages of one step, all ranks of a replica

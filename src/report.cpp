@@ -32,11 +32,14 @@ double Reporter::on_step(const PipelineEngine& engine, const StepResult& r, std:
     m.bubble = bubble;
     m.grad_norm = r.grad_norm;
     m.val_loss = val_loss;
-    m.peak_activation_bytes.assign(engine.topology().pp(), 0);
+    m.held_bytes.assign(engine.topology().pp(), 0);
     for (const auto& e : t.events) {
-      auto& peak = m.peak_activation_bytes.at(engine.topology().position_of(e.rank));
+      auto& peak = m.held_bytes.at(engine.topology().position_of(e.rank));
       peak = std::max(peak, e.stash_bytes);
     }
+    const auto measured = trace::measured_memory(t);
+    m.activation_peak_bytes = measured.activation_peak_bytes;
+    m.memory_peak_bytes = measured.memory_peak_bytes;
     m.skipped = r.skipped;
     if (opts_.fresh_metrics && !metrics_started_)
       write_file_atomic(opts_.metrics_path, trace::metrics_line(m) + "\n");

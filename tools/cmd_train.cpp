@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -63,7 +64,8 @@ int run_rank(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
                      {"flops_per_token", s.flops_per_token}, {"peak_gflops", machine.gemm_gflops},
                      {"kernel", machine.facts.blas_corename},
                      {"source", corpus.source()}, {"train_tokens", corpus.train_tokens()},
-                     {"last_step", s.last_step}, {"checkpoint", s.checkpoint}, {"skipped", s.skipped_steps}};
+                     {"last_step", s.last_step}, {"checkpoint", s.checkpoint}, {"skipped", s.skipped_steps},
+                     {"activation_peak_bytes", s.activation_peak_bytes}, {"memory_peak_bytes", s.memory_peak_bytes}};
     std::cout << "SUMMARY " << dump(j) << std::endl;
   }
   return 0;
@@ -107,6 +109,30 @@ int run_worker(const std::string& config_json) {
   }
 }
 
+// The measured peaks per rank: the largest, and every rank's when there are few.
+void print_memory(const std::vector<std::int64_t>& activations, const std::vector<std::int64_t>& memory,
+                  const TrainConfig& c) {
+  if (activations.empty() || memory.empty()) return;
+  auto mib = [](std::int64_t b) { return static_cast<double>(b) / (1 << 20); };
+  auto largest = [](const std::vector<std::int64_t>& v) {
+    return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
+  };
+  std::string each;
+  if (activations.size() > 1 && activations.size() <= 8) {
+    char buf[32];
+    for (std::size_t r = 0; r < activations.size(); ++r) {
+      std::snprintf(buf, sizeof buf, "%s%.1f", r ? ", " : "", mib(activations[r]));
+      each += buf;
+    }
+    each = " (by rank: " + each + ")";
+  }
+  const int a = largest(activations), m = largest(memory);
+  std::printf("activations       %.1f MiB at most, rank %d%s; --checkpoint %s\n", mib(activations[a]), a, each.c_str(),
+              c.checkpoint.c_str());
+  std::printf("tensor memory     %.1f MiB at most, rank %d (weights, gradients, optimizer state, activations)\n",
+              mib(memory[m]), m);
+}
+
 void print_summary(const nlohmann::json& s, const TrainConfig& c) {
   if (!s["sample"].get<std::string>().empty())
     std::cout << "\n--- sample (temperature 0.8) ---\n" << s["sample"].get<std::string>() << "\n---\n";
@@ -125,6 +151,8 @@ void print_summary(const nlohmann::json& s, const TrainConfig& c) {
               "(GEMM 1024^3, %s kernel)\n",
               gflops, gflops / ranks, s["peak_gflops"].get<double>(), s["kernel"].get<std::string>().c_str());
   if (s["bubble"].get<double>() >= 0) std::printf("measured bubble   %.1f%%\n", 100 * s["bubble"].get<double>());
+  print_memory(s["activation_peak_bytes"].get<std::vector<std::int64_t>>(),
+               s["memory_peak_bytes"].get<std::vector<std::int64_t>>(), c);
   auto file = [&](const std::string& chosen, const char* name) {
     return chosen == "-" ? std::string("(off)") : chosen.empty() ? c.out + "/" + name : chosen;
   };

@@ -86,8 +86,17 @@ struct EngineOptions {
 
 struct StepResult {
   double loss = 0;                         // mean loss of the global batch, on every rank
-  std::int64_t peak_activation_bytes = 0;  // activations this rank held at most: the stash and
-                                           // what was waiting to be sent or being sent
+  std::int64_t held_peak_bytes = 0;        // the stages' boundary tensors this rank held at most:
+                                           // stashed inputs and outputs, and what was waiting to be
+                                           // sent or being sent (the engine's own accounting)
+  // Measured by the counting allocator (memory.h): the most bytes of CPU tensor storage this rank
+  // held during the step (weights, gradients, optimizer state, activations, message buffers) ...
+  std::int64_t memory_peak_bytes = 0;
+  // ... and the most of it that was activations: the peak during a forward, backward or message
+  // less what the rank held at the start of the step (weights, optimizer state) and its gradients
+  // as they stood when that action started. Everything autograd keeps, not only the stage
+  // boundaries.
+  std::int64_t activation_peak_bytes = 0;
   double grad_norm = 0;                    // global gradient norm before clipping, on every rank
   double reduce_seconds = 0;               // time this rank spent in gradient reductions that
                                            // compute did not hide (starting and waiting for them)

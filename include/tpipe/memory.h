@@ -47,27 +47,41 @@ class MemoryCounter {
   std::shared_ptr<State> state_;
 };
 
-// Installs (once per process; later calls do nothing) an allocator for CPU tensors that wraps the
-// one c10 had registered for the CPU (normally c10's default allocator) and counts, for each
-// allocation made on a thread inside a CountingScope, its bytes in that scope's counter until the
-// storage is freed (on any thread). Allocations on other threads are passed to the wrapped
-// allocator untouched. Thread-safe; call it before the threads that should be measured start
-// allocating (an allocation racing the installation may go uncounted). Throws tpipe::Error if c10
-// did not take the allocator.
-void install_counting_allocator();
+// Installs (once per process; later calls return the first answer) an allocator for CPU tensors
+// that wraps the one c10 had registered for the CPU (normally c10's default allocator) and counts,
+// for each allocation made on a thread inside a CountingScope, its bytes in that scope's counter
+// until the storage is freed (on any thread). Each allocation costs 64 bytes more (a header that
+// says what to give back). Thread-safe; call it before threads that allocate start (the engine
+// calls it; with ranks as threads, call it before starting them): an allocation racing the
+// installation may go uncounted. Returns false, counting nothing, when the allocator in place
+// cannot be wrapped (it lacks c10's raw interface) or c10 did not take the wrapper.
+bool install_counting_allocator();
 
-// While alive, the CPU tensor allocations of the calling thread are counted in `counter`.
-// Scopes nest (the inner one counts; the outer one is restored at destruction). Counting needs
-// install_counting_allocator(); without it a scope counts nothing.
+// What the calling thread counts into (its innermost scope's counter, or nothing), to hand to a
+// thread that works on its behalf (a communication thread allocating a receive buffer). It keeps
+// the numbers alive, so it may outlive the counter.
+class CountingContext {
+ public:
+  static CountingContext current();
+
+ private:
+  friend class CountingScope;
+  std::shared_ptr<MemoryCounter::State> state_;
+};
+
+// While alive, the CPU tensor allocations of the calling thread are counted in `counter` (or the
+// context's). Scopes nest (the inner one counts; the outer one is restored at destruction).
+// Counting needs install_counting_allocator(); without it a scope counts nothing.
 class CountingScope {
  public:
   explicit CountingScope(MemoryCounter& counter);
+  explicit CountingScope(const CountingContext& context);
   ~CountingScope();
   CountingScope(const CountingScope&) = delete;
   CountingScope& operator=(const CountingScope&) = delete;
 
  private:
-  MemoryCounter* previous_;
+  std::shared_ptr<MemoryCounter::State> previous_;
 };
 
 }  // namespace tpipe

@@ -2,6 +2,7 @@
 // fetched by a lane as soon as the header says what it is (or posted with the header when the
 // channel's last message predicts the shapes), and sends released as soon as the peer has them.
 #include "communicator_impl.h"
+#include "tpipe/memory.h"
 
 namespace tpipe {
 
@@ -22,7 +23,11 @@ std::shared_ptr<Communicator::PendingRecv> Communicator::post_recv(int src, wire
     r->predicted = wire::allocate(wire::decode(r->predicted_header));
     r->predicted_works = impl_->post_data_recvs(r->predicted, *r, true);
   }
-  impl_->lane(impl_->recv_lanes, src).post([impl = impl_.get(), r] { impl->fetch(*r); });
+  // The lane allocates the data on this thread's behalf: counted where this thread counts.
+  impl_->lane(impl_->recv_lanes, src).post([impl = impl_.get(), r, counting = CountingContext::current()] {
+    CountingScope scope(counting);
+    impl->fetch(*r);
+  });
   return r;
 }
 

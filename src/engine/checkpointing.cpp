@@ -100,6 +100,7 @@ std::string compare(const std::string& dir, const std::string& key, const char* 
 
 CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& extra_json) {
   auto& I = *impl_;
+  CountingScope counting(I.memory);
   I.check_usable();
   const int rank = I.comm.rank(), s = I.first_stage();
   const std::string name = checkpoint::step_dir_name(I.steps_done);
@@ -191,6 +192,7 @@ CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& 
 
 CheckpointInfo PipelineEngine::load(const std::string& path) {
   auto& I = *impl_;
+  CountingScope counting(I.memory);
   I.check_usable();
   const int rank = I.comm.rank(), s = I.first_stage();
   const Where where{rank, s, -1, "load"};

@@ -52,6 +52,8 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
                                Communicator& comm, EngineOptions options)
     : impl_(std::make_unique<Impl>(comm, std::move(options))) {
   auto& I = *impl_;
+  install_counting_allocator();
+  CountingScope counting(I.memory);  // the weights and everything else this rank's engine makes
   const Where at_rank{comm.rank()};
   try {
     I.topo = Topology::for_world(comm.world_size(), I.opts.dp);
@@ -147,8 +149,10 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
   }
   std::vector<at::Tensor> untied;
   const auto named = I.named_parameters();
-  for (auto& [name, t] : named)
+  for (auto& [name, t] : named) {
+    I.params.push_back(t);
     if (!tied_tensors.count(t.unsafeGetTensorImpl())) untied.push_back(t);
+  }
   I.reducer = std::make_unique<GradReducer>(std::move(tied), std::move(untied), I.dp_group.get());
   I.reducer->broadcast_initial();
 
@@ -189,6 +193,7 @@ PipelineEngine::~PipelineEngine() = default;
 
 StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& targets) {
   auto& I = *impl_;
+  CountingScope counting(I.memory);
   I.check_usable();
   const auto t0 = std::chrono::steady_clock::now();
   for (auto& [index, st] : I.stages) st->train(true);
@@ -215,6 +220,8 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
   const auto t2 = std::chrono::steady_clock::now();
   return {I.step_loss,
           I.peak_held,
+          I.memory_peak,
+          I.activation_peak,
           I.grad_norm,
           I.reduce_seconds,
           std::chrono::duration<double>(t2 - t0).count(),
@@ -224,6 +231,7 @@ StepResult PipelineEngine::train_batch(const Payload& inputs, const Payload& tar
 
 EvalResult PipelineEngine::eval_batch(const Payload& inputs, const Payload& targets) {
   auto& I = *impl_;
+  CountingScope counting(I.memory);
   I.check_usable();
   for (auto& [index, st] : I.stages) st->train(false);
   EvalResult r;

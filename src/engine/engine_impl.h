@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "recorder.h"
+#include "tpipe/memory.h"
 #include "reducer.h"
 #include "tpipe/checkpoint/manifest.h"
 #include "tpipe/engine.h"
@@ -62,6 +63,17 @@ struct PipelineEngine::Impl {
   AsyncOp loss_op;
   double step_loss = 0;  // the global batch's loss, on every rank
   std::int64_t peak_held = 0;  // activation bytes held (stash and sends) at most, this step
+  MemoryCounter memory;        // this rank's tensor storage, counted while the engine works
+  std::vector<at::Tensor> params;        // this rank's parameters, each once (gradient bytes)
+  std::int64_t memory_baseline = 0;      // counted bytes at the start of the step
+  std::int64_t grads_before = 0;         // gradient bytes at the start of the action being run
+  std::int64_t gradient_bytes() const;
+  std::int64_t activation_peak = 0, memory_peak = 0;  // measured, this step
+  // After an action: the most bytes counted during it, and how much of that was activations (see
+  // StepResult; -1 for the end-of-step actions); updates the step's peaks. The gradients are
+  // taken as they were when the action started: a backward's memory peaks at its start, before
+  // it adds to them.
+  std::pair<std::int64_t, std::int64_t> measure_action(const Action& a);
   double grad_norm = 0;
   double reduce_seconds = 0;
   std::int64_t sent_bytes = 0;  // of the action being run, for its trace event

@@ -28,6 +28,23 @@ struct DistinctBytes {
 
 }  // namespace
 
+std::pair<std::int64_t, std::int64_t> PipelineEngine::Impl::measure_action(const Action& a) {
+  const std::int64_t peak = memory.peak();
+  memory_peak = std::max(memory_peak, peak);
+  memory.reset_peak();
+  if (a.op == Op::ReduceTied || a.op == Op::ReduceDp || a.op == Op::OptimizerStep) return {peak, -1};
+  const std::int64_t activations = std::max<std::int64_t>(0, peak - memory_baseline - grads_before);
+  activation_peak = std::max(activation_peak, activations);
+  return {peak, activations};
+}
+
+std::int64_t PipelineEngine::Impl::gradient_bytes() const {
+  std::int64_t bytes = 0;
+  for (const auto& p : params)
+    if (p.grad().defined()) bytes += static_cast<std::int64_t>(p.grad().nbytes());
+  return bytes;
+}
+
 std::int64_t PipelineEngine::Impl::held_bytes() const {
   DistinctBytes d;
   for (const auto& [index, st] : stages)
@@ -161,11 +178,13 @@ void PipelineEngine::Impl::run(const Schedule& s) {
       sent_bytes = 0;
       sent_to = -1;
       recorder.begin();
+      grads_before = gradient_bytes();
       dispatch(a);
-      if (a.op == Op::RecvAct || a.op == Op::RecvGrad) continue;
+      if (a.op == Op::RecvAct || a.op == Op::RecvGrad) continue;  // measured with their consumer
       const std::int64_t held = held_bytes();
       peak_held = std::max(peak_held, held);
-      recorder.end(comm.rank(), a, sent_bytes, held, sent_to);
+      const auto [peak, activations] = measure_action(a);
+      recorder.end(comm.rank(), a, sent_bytes, held, sent_to, activations, peak);
     } catch (const Error&) {
       throw;
     } catch (const c10::Error& e) {
@@ -186,6 +205,10 @@ void PipelineEngine::Impl::begin_step(const Payload& in, const Payload& tgt, boo
   skipped = false;
   forwards_done = 0;
   peak_held = held_bytes();
+  memory_baseline = memory.current();
+  memory.reset_peak();
+  activation_peak = 0;
+  memory_peak = memory_baseline;
   reduce_seconds = 0;
   recorder.clear();
   inputs.clear();

@@ -60,17 +60,18 @@ void Recorder::waited(int rank, const Action& recv, double since_us, std::int64_
   start_ = t;  // the consumer's own work starts when the data is there
 }
 
-void Recorder::end(int rank, const Action& a, std::int64_t bytes, std::int64_t stash_bytes, int peer) {
+void Recorder::end(int rank, const Action& a, std::int64_t bytes, std::int64_t stash_bytes, int peer,
+                   std::int64_t activation_bytes, std::int64_t memory_bytes) {
   if (!on_) return;
-  events_.push_back({rank, a, start_, now_us(), bytes, stash_bytes, peer});
+  events_.push_back({rank, a, start_, now_us(), bytes, stash_bytes, peer, activation_bytes, memory_bytes});
 }
 
-// Each rank sends its events as two tensors: times and sizes (double [n,4]) and the integers
-// (int64 [n,5]: stage, op, mb, peer, rank).
+// Each rank sends its events as two tensors: times and sizes (double [n,6]: start, end, bytes,
+// stash, activation and memory bytes) and the integers (int64 [n,5]: stage, op, mb, peer, rank).
 trace::StepTrace Recorder::gather(Communicator& comm, std::int64_t step, const std::vector<trace::RankInfo>& ranks) {
   const Where here{comm.rank(), -1, -1, "trace gather"};
   auto pack = [](const std::vector<trace::Event>& ev) {
-    at::Tensor d = at::zeros({static_cast<std::int64_t>(ev.size()), 4}, at::kDouble);
+    at::Tensor d = at::zeros({static_cast<std::int64_t>(ev.size()), 6}, at::kDouble);
     at::Tensor n = at::zeros({static_cast<std::int64_t>(ev.size()), 5}, at::kLong);
     auto da = d.accessor<double, 2>();
     auto na = n.accessor<std::int64_t, 2>();
@@ -79,6 +80,8 @@ trace::StepTrace Recorder::gather(Communicator& comm, std::int64_t step, const s
       da[i][1] = ev[i].end_us;
       da[i][2] = static_cast<double>(ev[i].bytes);
       da[i][3] = static_cast<double>(ev[i].stash_bytes);
+      da[i][4] = static_cast<double>(ev[i].activation_bytes);
+      da[i][5] = static_cast<double>(ev[i].memory_bytes);
       na[i][0] = ev[i].action.stage;
       na[i][1] = static_cast<std::int64_t>(ev[i].action.op);
       na[i][2] = ev[i].action.mb;
@@ -107,7 +110,8 @@ trace::StepTrace Recorder::gather(Communicator& comm, std::int64_t step, const s
       t.events.push_back({static_cast<int>(na[i][4]),
                           Action{static_cast<int>(na[i][0]), static_cast<Op>(na[i][1]), static_cast<int>(na[i][2])},
                           da[i][0], da[i][1], static_cast<std::int64_t>(da[i][2]), static_cast<std::int64_t>(da[i][3]),
-                          static_cast<int>(na[i][3])});
+                          static_cast<int>(na[i][3]), static_cast<std::int64_t>(da[i][4]),
+                          static_cast<std::int64_t>(da[i][5])});
   }
   return t;
 }

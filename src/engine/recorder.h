@@ -27,7 +27,8 @@ class Recorder {
   }
   // A consumer waited for a received payload: recorded as the RECV action over the wait.
   void waited(int rank, const Action& recv, double since_us, std::int64_t bytes, int peer);
-  void end(int rank, const Action& a, std::int64_t bytes, std::int64_t stash_bytes, int peer);
+  void end(int rank, const Action& a, std::int64_t bytes, std::int64_t stash_bytes, int peer,
+           std::int64_t activation_bytes = -1, std::int64_t memory_bytes = -1);
   double now_us() const;
 
   // Rank 0 receives every rank's events; returns the whole step there (empty elsewhere).

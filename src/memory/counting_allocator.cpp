@@ -1,6 +1,5 @@
 // The counting CPU allocator (see memory.h). It sits in c10's allocator table in front of the
-// allocator that was there and only adds a context to the DataPtrs of scoped threads; the memory
-// itself always comes from, and goes back to, the wrapped allocator.
+// allocator that was there; the memory always comes from, and goes back to, that one.
 #include "tpipe/memory.h"
 
 #include <c10/core/Allocator.h>
@@ -9,10 +8,9 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
-#include <mutex>
+#include <new>
 #include <utility>
 
-#include "tpipe/error.h"
 
 namespace tpipe {
 
@@ -55,23 +53,35 @@ void MemoryCounter::sub(std::int64_t bytes) { state_->sub(bytes); }
 
 namespace {
 
-// The counter of the calling thread's innermost CountingScope, or null outside any scope.
-thread_local MemoryCounter* t_counter = nullptr;
+// The numbers of the calling thread's innermost CountingScope, or null outside any scope.
+thread_local std::shared_ptr<MemoryCounter::State> t_state;
 
-// What a counted DataPtr carries instead of the wrapped allocator's context: that allocator's own
-// DataPtr (so that freeing it runs the right deleter) and where to take the bytes back from.
-struct Counted {
-  c10::DataPtr inner;
+// Every allocation, counted or not, gets a header in front of its data: the bytes and the
+// counter's state to give them back to. The data pointer is then the DataPtr's context, as c10's
+// raw interface (raw_allocate / raw_deallocate, which some kernels use for scratch buffers)
+// requires, and one deleter frees everything this allocator made.
+constexpr std::size_t kHeader = 64;  // keeps the data as aligned as c10's allocations (64 bytes)
+constexpr std::uint64_t kMagic = 0x746e637065706974ull;
+
+struct Header {
+  std::uint64_t magic;
   std::int64_t bytes;
-  std::shared_ptr<MemoryCounter::State> state;
+  std::shared_ptr<MemoryCounter::State> state;  // null: not counted
 };
+static_assert(sizeof(Header) <= kHeader, "the header must fit in front of the data");
 
-void free_counted(void* context) {
-  auto* counted = static_cast<Counted*>(context);
-  auto state = std::move(counted->state);
-  const std::int64_t bytes = counted->bytes;
-  delete counted;  // frees the storage through the wrapped allocator's deleter
-  state->sub(bytes);
+c10::DeleterFnPtr inner_raw_free = nullptr;  // the wrapped allocator's, set once at installation
+
+void free_counted(void* data) {
+  if (data == nullptr) return;
+  char* base = static_cast<char*>(data) - kHeader;
+  auto* h = reinterpret_cast<Header*>(base);
+  // A raw pointer the wrapped allocator gave out before the installation has no header.
+  if (h->magic != kMagic) return inner_raw_free(data);
+  h->magic = 0;
+  if (h->state) h->state->sub(h->bytes);
+  h->~Header();
+  inner_raw_free(base);
 }
 
 class CountingAllocator final : public c10::Allocator {
@@ -79,19 +89,16 @@ class CountingAllocator final : public c10::Allocator {
   explicit CountingAllocator(c10::Allocator* inner) : inner_(inner) {}
 
   c10::DataPtr allocate(size_t n) const override {
-    MemoryCounter* counter = t_counter;
-    c10::DataPtr inner = inner_->allocate(n);
-    if (counter == nullptr || n == 0) return inner;  // nothing to count: c10's DataPtr as it was
-    void* data = inner.get();
-    const c10::Device device = inner.device();
-    const auto& state = detail::CounterAccess::state(*counter);
-    auto* counted = new Counted{std::move(inner), static_cast<std::int64_t>(n), state};
-    state->add(counted->bytes);
-    return c10::DataPtr(data, counted, &free_counted, device);
+    char* base = static_cast<char*>(inner_->raw_allocate(n + kHeader));
+    std::shared_ptr<MemoryCounter::State> state;
+    if (n > 0) state = t_state;
+    if (state) state->add(static_cast<std::int64_t>(n));
+    new (base) Header{kMagic, static_cast<std::int64_t>(n), std::move(state)};
+    void* data = base + kHeader;
+    return c10::DataPtr(data, data, &free_counted, c10::Device(c10::DeviceType::CPU));
   }
 
-  // A counted DataPtr's context is not its data pointer, so the raw interface cannot be offered.
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &free_counted; }
 
  private:
   c10::Allocator* inner_;
@@ -99,21 +106,32 @@ class CountingAllocator final : public c10::Allocator {
 
 }  // namespace
 
-void install_counting_allocator() {
-  static std::once_flag once;
-  std::call_once(once, [] {
+bool install_counting_allocator() {
+  static const bool installed = [] {
     c10::Allocator* inner = c10::GetAllocator(c10::DeviceType::CPU);
+    // The headers need the wrapped allocator's raw interface (c10's default one has it).
+    if (inner == nullptr || inner->raw_deleter() == nullptr) return false;
+    inner_raw_free = inner->raw_deleter();
     // c10's table keeps a pointer and never frees it, so the wrapper lives for the process.
     static CountingAllocator wrapper(inner);
     // Highest priority: c10 ignores a registration below the one in place, and its default CPU
     // allocator is registered at 0 by a static initializer (others may have used more).
     c10::SetAllocator(c10::DeviceType::CPU, &wrapper, std::numeric_limits<std::uint8_t>::max());
-    if (c10::GetAllocator(c10::DeviceType::CPU) != &wrapper)
-      throw Error("install_counting_allocator: c10 did not take the counting CPU allocator");
-  });
+    return c10::GetAllocator(c10::DeviceType::CPU) == &wrapper;
+  }();
+  return installed;
 }
 
-CountingScope::CountingScope(MemoryCounter& counter) : previous_(t_counter) { t_counter = &counter; }
-CountingScope::~CountingScope() { t_counter = previous_; }
+CountingContext CountingContext::current() {
+  CountingContext c;
+  c.state_ = t_state;
+  return c;
+}
+
+CountingScope::CountingScope(MemoryCounter& counter) : previous_(t_state) {
+  t_state = detail::CounterAccess::state(counter);
+}
+CountingScope::CountingScope(const CountingContext& context) : previous_(t_state) { t_state = context.state_; }
+CountingScope::~CountingScope() { t_state = std::move(previous_); }
 
 }  // namespace tpipe

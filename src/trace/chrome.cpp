@@ -146,14 +146,14 @@ json chrome_trace(const std::vector<StepTrace>& steps) {
         const double ts = f["ts"].get<double>();
         items.push_back({e.rank, ts, std::move(f)});
       }
-      if (is_compute(e.action.op))
+      auto counter = [&](const char* name, std::int64_t bytes) {
         items.push_back({e.rank, e.end_us,
-                         {{"ph", "C"},
-                          {"name", "stashed activations"},
-                          {"pid", e.rank},
-                          {"tid", 0},
-                          {"ts", e.end_us},
-                          {"args", {{"bytes", e.stash_bytes}}}}});
+                         {{"ph", "C"}, {"name", name}, {"pid", e.rank}, {"tid", 0}, {"ts", e.end_us},
+                          {"args", {{"bytes", bytes}}}}});
+      };
+      if (is_compute(e.action.op)) counter("stashed activations", e.stash_bytes);
+      // The counting allocator's measure: everything autograd keeps, not only the boundaries.
+      if (e.activation_bytes >= 0) counter("activations (measured)", e.activation_bytes);
     }
   }
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {

@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 namespace tpipe::trace {
 
 std::string metrics_line(const StepMetrics& m) {
@@ -17,7 +19,12 @@ std::string metrics_line(const StepMetrics& m) {
   j["samples_per_s"] = rate(static_cast<double>(m.samples));
   if (m.tokens > 0) j["tokens_per_s"] = rate(static_cast<double>(m.tokens));
   if (m.bubble >= 0) j["bubble"] = m.bubble;
-  j["peak_activation_bytes_per_stage"] = m.peak_activation_bytes;
+  j["held_bytes_per_stage"] = m.held_bytes;
+  if (!m.activation_peak_bytes.empty()) {
+    j["activation_peak_bytes"] = *std::max_element(m.activation_peak_bytes.begin(), m.activation_peak_bytes.end());
+    j["activation_peak_bytes_per_rank"] = m.activation_peak_bytes;
+  }
+  if (!m.memory_peak_bytes.empty()) j["memory_peak_bytes_per_rank"] = m.memory_peak_bytes;
   j["grad_norm"] = m.grad_norm;
   if (m.val_loss) j["val_loss"] = *m.val_loss;
   if (m.skipped) j["skipped"] = true;

@@ -38,6 +38,25 @@ Bubble measured_bubble(const StepTrace& t) {
   return b;
 }
 
+MeasuredMemory measured_memory(const StepTrace& t) {
+  MeasuredMemory m;
+  const std::size_t n = t.ranks.size();
+  std::vector<std::int64_t> act(n, -1), mem(n, -1);
+  bool any = false;
+  for (const auto& e : t.events) {
+    if (e.rank < 0 || e.rank >= static_cast<int>(n)) continue;
+    act[e.rank] = std::max(act[e.rank], e.activation_bytes);
+    mem[e.rank] = std::max(mem[e.rank], e.memory_bytes);
+    any = any || e.activation_bytes >= 0 || e.memory_bytes >= 0;
+  }
+  if (!any) return m;
+  for (std::size_t r = 0; r < n; ++r) {
+    m.activation_peak_bytes.push_back(std::max<std::int64_t>(act[r], 0));
+    m.memory_peak_bytes.push_back(std::max<std::int64_t>(mem[r], 0));
+  }
+  return m;
+}
+
 std::string stages_label(const std::vector<int>& stages) {
   std::string text = stages.size() == 1 ? "stage " : "stages ";
   for (std::size_t i = 0; i < stages.size(); ++i) text += (i ? "," : "") + std::to_string(stages[i]);

@@ -144,6 +144,7 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   s.unigram_entropy = corpus.unigram_entropy();
   double train_seconds = 0, bubble_sum = 0;
   int bubbles = 0;
+  std::int64_t activation_peak = 0, memory_peak = 0;
   for (int step = s.first_step; step <= s.last_step; ++step) {
     const auto [x, y] = corpus.batch(false, step, batch, c.seq_len, c.seed);
     set_learning_rate(engine.optimizer(), learning_rate(c, step));
@@ -155,6 +156,8 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
                            std::to_string(step - 1) + " intact (--on-nonfinite skip skips such steps instead)");
     }
     s.skipped_steps += r.skipped;
+    activation_peak = std::max(activation_peak, r.activation_peak_bytes);
+    memory_peak = std::max(memory_peak, r.memory_peak_bytes);
     train_seconds += r.step_seconds;
     s.losses.push_back(r.loss);
     std::optional<double> val;
@@ -178,6 +181,8 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   s.tokens_per_s = trained > 0 ? static_cast<double>(tokens) * trained / train_seconds : 0;
   s.flops_per_token = gpt_flops_per_token(model_config(c, corpus.vocab_size()), c.seq_len);
   s.bubble = bubbles > 0 ? bubble_sum / bubbles : -1;
+  s.activation_peak_bytes = comm.world().all_gather(activation_peak, "activation peaks for the summary");
+  s.memory_peak_bytes = comm.world().all_gather(memory_peak, "memory peaks for the summary");
   if (c.sample_chars > 0 && s.last_step == c.steps) s.sample = generate(engine, comm, corpus, c);
   return s;
 }

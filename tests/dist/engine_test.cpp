@@ -80,7 +80,7 @@ TEST(Engine, OneFOneBHalvesStageZeroActivationsAgainstGPipe) {
       const auto r = e.train_batch(e.is_first_stage() ? fidelity_inputs(0, 16) : Payload{},
                                    e.is_last_stage() ? fidelity_targets(0, 16) : Payload{});
       std::lock_guard<std::mutex> lock(mu);
-      peak[s][comm.rank()] = r.peak_activation_bytes;
+      peak[s][comm.rank()] = r.held_peak_bytes;
     });
   }
   // Stage 0 per micro-batch: input x [2,6] + ids [2] + output h [2,6] = 96+16+96, and the one

@@ -153,7 +153,7 @@ TEST(Trace, ReporterWritesMetricsTraceAndTimeline) {
   for (std::string line; std::getline(metrics, line); ++lines) {
     const auto j = nlohmann::json::parse(line);
     EXPECT_EQ(j["step"], lines + 1);
-    EXPECT_EQ(j["peak_activation_bytes_per_stage"].size(), static_cast<std::size_t>(kStages));
+    EXPECT_EQ(j["held_bytes_per_stage"].size(), static_cast<std::size_t>(kStages));
     EXPECT_GT(j["bubble"].get<double>(), 0.0);
     EXPECT_LT(j["bubble"].get<double>(), 1.0);
   }

@@ -5,6 +5,7 @@
 #include <c10/core/Allocator.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -23,11 +24,10 @@ Bytes bytes(const MemoryCounter& c) { return {c.current(), c.peak()}; }
 // First in the file, so that (unless shuffled) the tensor predates the installation.
 TEST(MemoryCounter, InstallingTwiceKeepsEarlierTensorsWorking) {
   at::Tensor before = at::ones({1000}, at::kDouble);
-  install_counting_allocator();
+  ASSERT_TRUE(install_counting_allocator());
   c10::Allocator* installed = c10::GetAllocator(c10::DeviceType::CPU);
-  install_counting_allocator();
+  EXPECT_TRUE(install_counting_allocator());
   EXPECT_EQ(c10::GetAllocator(c10::DeviceType::CPU), installed);
-  EXPECT_EQ(installed->raw_deleter(), nullptr);
   MemoryCounter counter;
   CountingScope scope(counter);
   EXPECT_DOUBLE_EQ(before.sum().item<double>(), 1000.0);  // the sum's result is counted, then freed
@@ -152,6 +152,27 @@ TEST(MemoryCounter, ZeroBytesAndTheAllocatorItself) {
   EXPECT_EQ(counter.current(), 100);
   p.clear();
   EXPECT_EQ(counter.current(), 0);
+}
+
+// c10's raw interface (kernels' scratch buffers): a raw allocation is counted like any other and
+// raw_deallocate gives it back, inside a scope or not, and 64-byte alignment is kept.
+TEST(MemoryCounter, RawAllocationsAreCountedAndFreed) {
+  ASSERT_TRUE(install_counting_allocator());
+  c10::Allocator* allocator = c10::GetAllocator(c10::DeviceType::CPU);
+  ASSERT_NE(allocator->raw_deleter(), nullptr);
+  void* outside = allocator->raw_allocate(256);
+  MemoryCounter counter;
+  {
+    CountingScope scope(counter);
+    void* inside = allocator->raw_allocate(4096);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(inside) % 64, 0u);
+    static_cast<char*>(inside)[4095] = 1;
+    EXPECT_EQ(bytes(counter), Bytes(4096, 4096));
+    allocator->raw_deallocate(outside);  // made outside the scope: not counted, still freed
+    EXPECT_EQ(counter.current(), 4096);
+    allocator->raw_deallocate(inside);
+  }
+  EXPECT_EQ(bytes(counter), Bytes(0, 4096));
 }
 
 TEST(MemoryCounter, ThreadsWithTheirOwnCountersCountApart) {

@@ -279,7 +279,7 @@ TEST(Metrics, FullLine) {
   EXPECT_EQ(trace::metrics_line(m),
             R"({"step":7,"loss":2.5,"step_time_s":0.25,"samples_per_s":128.0,)"
             R"("tokens_per_s":16384.0,"bubble":0.125,)"
-            R"("peak_activation_bytes_per_stage":[1024,2048],"grad_norm":1.5,"val_loss":2.75})");
+            R"("held_bytes_per_stage":[1024,2048],"grad_norm":1.5,"val_loss":2.75})");
 }
 
 TEST(Metrics, OptionalFieldsOmitted) {
@@ -290,7 +290,7 @@ TEST(Metrics, OptionalFieldsOmitted) {
   m.samples = 3;
   EXPECT_EQ(trace::metrics_line(m),
             R"({"step":0,"loss":0.1,"step_time_s":2.0,"samples_per_s":1.5,)"
-            R"("peak_activation_bytes_per_stage":[],"grad_norm":0.0})");
+            R"("held_bytes_per_stage":[],"grad_norm":0.0})");
 }
 
 }  // namespace

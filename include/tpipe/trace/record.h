@@ -24,6 +24,10 @@ struct Event {
   std::int64_t bytes = 0;        // payload bytes sent or received (SEND / RECV)
   std::int64_t stash_bytes = 0;  // activation bytes the rank holds after the action (stash and sends)
   int peer = -1;                 // the other rank of a message
+  // Measured (memory.h), -1 when not: the most activation bytes the rank held during the action
+  // (StepResult::activation_peak_bytes), and the most bytes of tensor storage it held then.
+  std::int64_t activation_bytes = -1;
+  std::int64_t memory_bytes = -1;
 };
 
 struct RankInfo {
@@ -51,6 +55,14 @@ struct Bubble {
   double overall = 0;
 };
 Bubble measured_bubble(const StepTrace& t);
+
+// Per rank, the largest measured activation_bytes and memory_bytes of its events (empty vectors
+// when the events carry no measurement).
+struct MeasuredMemory {
+  std::vector<std::int64_t> activation_peak_bytes;
+  std::vector<std::int64_t> memory_peak_bytes;
+};
+MeasuredMemory measured_memory(const StepTrace& t);
 
 // A planned schedule in the same shape, so plan and measurement are drawn alike: one time unit
 // of the simulation becomes `unit_us` microseconds. Ranks are pipeline positions (replica 0).

@@ -52,6 +52,10 @@ struct TrainSummary {
   int last_step = 0;                             // --steps, or --stop-after
   std::string checkpoint;                        // the last one saved ("" if none)
   int skipped_steps = 0;                         // --on-nonfinite skip: steps not applied
+  // Measured over the run, by rank (every rank): the largest activation peak of a step and the
+  // most tensor storage held (StepResult::activation_peak_bytes, memory_peak_bytes).
+  std::vector<std::int64_t> activation_peak_bytes;
+  std::vector<std::int64_t> memory_peak_bytes;
 };
 
 // Runs on every rank. `progress` is called on rank 0 after each step, `note` on rank 0 with a
