@@ -68,8 +68,10 @@ Partition partition_from_string(const std::string& method, int layers, int stage
 }
 
 bool partition_weighs_layers(const std::string& method) {
-  return method == "parameters" || method.rfind("type:", 0) == 0;
+  return method == "parameters" || method.rfind("type:", 0) == 0 || partition_profiles_layers(method);
 }
+
+bool partition_profiles_layers(const std::string& method) { return method == "profile"; }
 
 namespace {
 
@@ -90,16 +92,25 @@ void check_partition_method(const std::string& method, int layers, int stages) {
     partition_from_string(method, layers, stages);
     return;
   }
-  if (method != "parameters") layer_pattern(method);
+  if (method.rfind("type:", 0) == 0) layer_pattern(method);
   partition_uniform(layers, stages);  // stages in [1, layers]
 }
 
-Partition partition_from_string(const std::string& method, int stages, const std::vector<LayerFacts>& facts) {
+Partition partition_from_string(const std::string& method, int stages, const std::vector<LayerFacts>& facts,
+                                const std::vector<double>& memory, double memory_cap) {
   const int layers = static_cast<int>(facts.size());
   if (!partition_weighs_layers(method)) return partition_from_string(method, layers, stages);
   std::vector<double> cost;
   if (method == "parameters") {
     for (const auto& f : facts) cost.push_back(static_cast<double>(f.parameters));
+  } else if (method == "profile") {
+    for (const auto& f : facts) {
+      if (f.rows <= 0)
+        throw ConfigError("partition 'profile' needs every layer profiled on a sample micro-batch; '" + f.name +
+                          "' was not");
+      cost.push_back(f.forward_s + f.backward_s);
+    }
+    return partition_balanced(cost, stages, memory, memory_cap);
   } else {
     const std::regex re = layer_pattern(method);
     for (const auto& f : facts) cost.push_back(std::regex_search(f.name, re) ? 1.0 : 0.0);

@@ -190,8 +190,8 @@ int train_main(int argc, char** argv) {
   opt("--virtual-stages", &TrainConfig::virtual_stages,
       "stages per rank (interleaved-1f1b: any; zb-v: 2); 0: the schedule's own");
   opt("--partition", &TrainConfig::partition,
-      "uniform, layers per stage such as 2,4,2, parameters (balance parameter counts) or type:REGEX (balance "
-      "the layers whose name matches, e.g. type:block)");
+      "uniform, layers per stage such as 2,4,2, parameters (balance parameter counts), type:REGEX (balance "
+      "the layers whose name matches, e.g. type:block) or profile (balance the time measured on a micro-batch)");
   opt("--checkpoint", &TrainConfig::checkpoint,
       "activation checkpointing: always | except_last (all but the last micro-batch) | never; a checkpointed "
       "micro-batch keeps only its stage input and is recomputed before its backward");

@@ -60,9 +60,17 @@ struct EngineOptions {
   int pp = 0;                          // if set, checked against world size / dp
   bool global_batch = true;            // train_batch gets the global batch (each replica takes its
                                        // slice); false: each replica passes its own part
-  // "uniform", layer counts per stage ("3,3,2"), "parameters" (balance parameter counts) or
-  // "type:REGEX" (balance the layers whose name matches, e.g. "type:block"); see partition.h.
+  // "uniform", layer counts per stage ("3,3,2"), "parameters" (balance parameter counts),
+  // "type:REGEX" (balance the layers whose name matches, e.g. "type:block") or "profile" (balance
+  // the time measured on `profile_sample`); see partition.h and profile.h.
   std::string partition = "uniform";
+  // "profile": one micro-batch of the first stage's inputs, needed on rank 0, which profiles every
+  // layer and gives all ranks the same cut.
+  Payload profile_sample;
+  // "profile": each stage's estimated memory at most this many bytes (0: no cap). The estimate is
+  // its layers' weights x 4 (weights, gradients, two optimizer moments) plus their measured
+  // activations x the schedule's most micro-batches in flight on a rank.
+  double stage_memory_cap = 0;
   std::vector<Chunking> input_chunking;   // empty: default_chunking
   std::vector<Chunking> target_chunking;
   // Build layer i under torch::manual_seed(seed + i), so every cut of the model starts from the

@@ -31,22 +31,36 @@ Partition partition_explicit(const std::vector<int>& sizes, int layers);
 // "uniform" or a comma-separated list of sizes such as "3,3,2".
 Partition partition_from_string(const std::string& method, int layers, int stages);
 
-// What the methods that weigh layers know of each one.
+// What the methods that weigh layers know of each one: its name and parameters, and what
+// profiling measured on a sample micro-batch of `rows` rows (profile_layers in profile.h; rows = 0
+// when the layer was not profiled).
 struct LayerFacts {
   std::string name;
   std::int64_t parameters = 0;
+  double parameter_bytes = 0;   // the weights (their gradients take as much again)
+  int rows = 0;
+  double forward_s = 0;         // one forward of the sample
+  double backward_s = 0;        // its whole backward (input and weight gradients)
+  double activation_bytes = 0;  // what the forward keeps for the backward, its output included
+  double output_bytes = 0;      // its output (what a stage ending here sends)
 };
 
 // The methods above, and those that weigh layers (the optimal cut of partition_balanced):
 //   "parameters"   balance the stages' parameter counts (DeepSpeed's partition_method);
 //   "type:REGEX"   balance the number of layers whose name contains a match of REGEX
-//                  (case-insensitive, ECMAScript), e.g. "type:block"; the others weigh nothing.
-// `facts` has one entry per layer. Throws ConfigError for a bad method or regex, or a regex that
-// matches no layer.
-Partition partition_from_string(const std::string& method, int stages, const std::vector<LayerFacts>& facts);
+//                  (case-insensitive, ECMAScript), e.g. "type:block"; the others weigh nothing;
+//   "profile"      balance the measured time (forward + backward), optionally with each stage's
+//                  memory (the sum of `memory` over its layers) at most `memory_cap`.
+// `facts` has one entry per layer. Throws ConfigError for a bad method or regex, a regex that
+// matches no layer, "profile" without profiled facts, or a cap no cut fits.
+Partition partition_from_string(const std::string& method, int stages, const std::vector<LayerFacts>& facts,
+                                const std::vector<double>& memory = {},
+                                double memory_cap = std::numeric_limits<double>::infinity());
 
-// Whether a method needs LayerFacts ("parameters", "type:...").
+// Whether a method needs LayerFacts ("parameters", "type:...", "profile").
 bool partition_weighs_layers(const std::string& method);
+// Whether it needs them profiled ("profile").
+bool partition_profiles_layers(const std::string& method);
 
 // The checks that need no layer facts: the form of the method (and of its regex), and that it
 // can cut `layers` into `stages`. Throws ConfigError.

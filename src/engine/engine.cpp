@@ -25,27 +25,6 @@ std::map<std::string, std::vector<int>> tie_stages(const std::vector<LayerSpec>&
   return stages;
 }
 
-// The name and parameter count of every layer, for the partition methods that weigh layers: each
-// layer is built once and dropped (a tied one counts its module at each position). The default
-// generator is put back, so the weights the stages then build are the same as without this.
-std::vector<LayerFacts> layer_facts(const std::vector<LayerSpec>& layers, const std::optional<std::uint64_t>& seed) {
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  const at::Tensor state = gen.get_state();
-  std::vector<LayerFacts> facts;
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    if (seed) torch::manual_seed(*seed + i);
-    std::int64_t n = 0;
-    if (layers[i].tied) {
-      for (const auto& p : layers[i].tied->factory()->parameters()) n += p.numel();
-    } else {
-      for (const auto& [name, p] : layers[i].factory()->named_parameters()) n += p.numel();
-    }
-    facts.push_back({layers[i].name, n});
-  }
-  gen.set_state(state);
-  return facts;
-}
-
 }  // namespace
 
 PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, OptimizerFactory optimizer,
@@ -85,9 +64,7 @@ PipelineEngine::PipelineEngine(std::vector<LayerSpec> layers, LossFn loss, Optim
   // The schedule says how many stages there are and where each lives; then the layers are cut.
   const Schedule compute = make_schedule(I.opts.schedule, p, I.opts.microbatches, I.opts.chunks_per_rank);
   const int num_stages = compute.num_stages();
-  I.partition = partition_weighs_layers(I.opts.partition)
-                    ? partition_from_string(I.opts.partition, num_stages, layer_facts(layers, I.opts.layer_seed))
-                    : partition_from_string(I.opts.partition, static_cast<int>(layers.size()), num_stages);
+  I.partition = cut_model(layers, compute, I.opts, comm);
   I.loss_fn = std::move(loss);
 
   const auto& ties = I.ties = tie_stages(layers, I.partition);

@@ -22,6 +22,12 @@
 
 namespace tpipe {
 
+// The cut of the model into the schedule's stages by options.partition (partition.h). Collective
+// for "profile": rank 0 profiles every layer on options.profile_sample and all ranks get its
+// numbers, so they cut alike; a failure there is a ConfigError on every rank.
+Partition cut_model(const std::vector<LayerSpec>& layers, const Schedule& compute, const EngineOptions& options,
+                    Communicator& comm);
+
 struct PipelineEngine::Impl {
   Communicator& comm;
   EngineOptions opts;

@@ -97,6 +97,8 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   o.pp = c.stages;
   o.partition = c.partition;
   o.checkpoint = c.checkpoint;
+  if (partition_profiles_layers(c.partition) && comm.rank() == 0)  // one micro-batch of training text
+    o.profile_sample = {std::get<0>(corpus.batch(false, 0, c.microbatch_size, c.seq_len, c.seed))};
   if (c.clip > 0) o.clip_grad_norm = c.clip;
   o.skip_nonfinite = c.on_nonfinite == "skip";
   ReportOptions ro{output_path(c, c.trace, "trace.json"), output_path(c, c.timeline, "timeline.svg"),
@@ -109,6 +111,9 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   o.record = report.needs_recording();
   PipelineEngine engine(gpt_layers(model_config(c, corpus.vocab_size())), gpt_loss(),
                         [&](NamedParameters p) { return make_optimizer(c, p); }, comm, o);
+  if (partition_weighs_layers(c.partition))
+    tell("partition " + c.partition + ": layers per stage " + to_string(engine.partition()) + " (of embed, pos, " +
+         std::to_string(c.layers) + " blocks, ln_f, lm_head)");
 
   TrainSummary s;
   if (!resume && !root.empty())
