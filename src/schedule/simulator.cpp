@@ -26,7 +26,7 @@ double cost_of(const Costs& c, const Action& a) {
   switch (a.op) {
     case Op::Forward: return staged(c.forward_by_stage, c.forward);
     case Op::Backward: return staged(c.backward_by_stage, c.backward);
-    case Op::Weight: return c.weight;
+    case Op::Weight: return staged(c.weight_by_stage, c.weight);
     default: return 0;
   }
 }

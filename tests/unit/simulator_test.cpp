@@ -193,5 +193,21 @@ TEST(Simulator, ZbVBubbleWithEqualCosts) {
   EXPECT_EQ(small, (std::vector<double>{17, 19, 23, 27, 34}));
 }
 
+// W costs per stage too; a schedule without W actions never charges them (its B is the whole
+// backward). ZB-H1, p = 2, m = 1, F = B = 1: 0F0 [0,1], 1F0 [1,2], 1B0 [2,3], then 1W0 and 0B0
+// both start at 3, 0W0 follows 0B0 at 4.
+TEST(Simulator, PerStageWeightCosts) {
+  Costs c;
+  c.forward = c.backward = c.weight = 1;
+  c.weight_by_stage = {1, 3};
+  const SimResult r = simulate(make_schedule("zb-h1", 2, 1), c);
+  EXPECT_EQ(r.makespan, 6.0);  // 1W0 [3,6]
+  EXPECT_EQ(r.busy_per_rank, (std::vector<double>{3, 5}));
+  c.weight_by_stage = {4};  // stage 1 falls back to weight
+  EXPECT_EQ(simulate(make_schedule("zb-h1", 2, 1), c).makespan, 8.0);  // 0W0 [4,8]
+  c.weight_by_stage = {100, 100};
+  EXPECT_EQ(simulate(make_schedule("gpipe", 2, 1), c).makespan, 4.0);
+}
+
 }  // namespace
 }  // namespace tpipe

@@ -17,9 +17,11 @@ struct Costs {
   double backward = 2;
   double weight = 1;  // W of a split backward (zero-bubble schedules)
   double comm = 0;    // latency from a send to the receiver being able to use the data
-  // Per-stage costs (e.g. measured ones); where given they override forward / backward.
+  // Per-stage costs (e.g. measured ones); where given they override forward / backward / weight.
+  // A schedule without W actions runs the whole backward in B, so backward is then all of it.
   std::vector<double> forward_by_stage;
   std::vector<double> backward_by_stage;
+  std::vector<double> weight_by_stage;
   // Per-action costs keyed by the action's text ("1F3"); where given they override the rest,
   // so a measured step can be replayed action by action.
   std::map<std::string, double> by_action;

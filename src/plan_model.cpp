@@ -1,0 +1,159 @@
+// The planner's model of one layout: the simulator's costs, the all-reduce and the memory of each
+// rank (formulas in plan.h). Every sum over a stage's layers runs from its first layer to its
+// last, so numbers that tests compute by hand compare exactly.
+#include "plan_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tpipe::detail {
+namespace {
+
+double stage_sum(const std::vector<double>& v, const Partition& cut, int stage) {
+  double sum = 0;
+  for (int l = cut.begin(stage); l < cut.end(stage); ++l) sum += v[l];
+  return sum;
+}
+
+// What a stage receives: the output of the layer before it. Stage 0's input (token ids in the
+// GPT) is small next to activations and not measured, so it counts as nothing.
+double stage_input(const ScaledLayers& layers, const Partition& cut, int stage) {
+  return stage == 0 ? 0.0 : layers.output[cut.begin(stage) - 1];
+}
+
+// The share of a forward that a backward recomputes, on average over the step's micro-batches.
+double recompute_share(const std::string& checkpoint, int m) {
+  if (checkpoint == "always") return 1;
+  if (checkpoint == "except_last") return static_cast<double>(m - 1) / m;
+  return 0;
+}
+
+}  // namespace
+
+ScaledLayers scale_layers(const PlanRequest& request, int rows) {
+  ScaledLayers out;
+  const double state_factor = 2 + request.optimizer_bytes_per_weight_byte;
+  for (const LayerFacts& f : request.layers) {
+    const double k = static_cast<double>(rows) / f.rows;
+    out.forward.push_back(f.forward_s * k);
+    out.backward.push_back(f.backward_s * k);
+    out.activation.push_back(f.activation_bytes * k);
+    out.output.push_back(f.output_bytes * k);
+    out.state.push_back(f.parameter_bytes * state_factor);
+    out.weights.push_back(f.parameter_bytes);
+  }
+  return out;
+}
+
+bool checkpointed(const std::string& mode, int mb, int m) {
+  return mode == "always" || (mode == "except_last" && mb < m - 1);
+}
+
+bool splits_backward(const Schedule& s) {
+  for (const auto& actions : s.ranks)
+    for (const Action& a : actions)
+      if (a.op == Op::Weight) return true;
+  return false;
+}
+
+Costs pipeline_costs(const PlanRequest& request, const ScaledLayers& layers, const Partition& cut,
+                     const Schedule& s, const std::string& checkpoint) {
+  Costs c;
+  const bool split = splits_backward(s);
+  const double again = recompute_share(checkpoint, s.num_microbatches);
+  for (int st = 0; st < cut.num_stages(); ++st) {
+    const double f = stage_sum(layers.forward, cut, st);
+    const double b = stage_sum(layers.backward, cut, st);
+    c.forward_by_stage.push_back(f);
+    if (!split) {
+      c.backward_by_stage.push_back(b + again * f);
+      continue;
+    }
+    // The first stage's inputs need no gradient, so the engine leaves its B empty and runs the
+    // whole backward in W (split_backward.h); the recomputation runs in B all the same.
+    const double w = st == 0 ? b : request.weight_share * b;
+    c.backward_by_stage.push_back((b - w) + again * f);
+    c.weight_by_stage.push_back(w);
+  }
+  double largest = 0;  // the simulator takes one comm latency: the largest message sets it
+  for (int st = 0; st + 1 < cut.num_stages(); ++st)
+    if (s.rank_of(st) != s.rank_of(st + 1)) largest = std::max(largest, layers.output[cut.end(st) - 1]);
+  c.comm = request.message_latency_s + largest / request.bytes_per_s;
+  return c;
+}
+
+double allreduce_seconds(const PlanRequest& request, const ScaledLayers& layers, const Partition& cut,
+                         const Schedule& s, int dp) {
+  if (dp <= 1) return 0;
+  double most = 0;
+  for (int r = 0; r < s.num_ranks(); ++r) {
+    double bytes = 0;
+    for (int st : s.stages_of(r)) bytes += stage_sum(layers.weights, cut, st);
+    most = std::max(most, bytes);
+  }
+  // A ring all-reduce sends and receives 2 (dp-1)/dp of the buffer in 2 (dp-1) steps.
+  return 2.0 * (dp - 1) / dp * most / request.bytes_per_s + 2.0 * (dp - 1) * request.message_latency_s;
+}
+
+std::vector<double> memory_per_rank(const ScaledLayers& layers, const Partition& cut, const Schedule& s,
+                                    const std::string& checkpoint) {
+  const int m = s.num_microbatches;
+  const bool split = splits_backward(s);
+  std::vector<double> full_of, input_of;  // per stage, one micro-batch
+  for (int st = 0; st < cut.num_stages(); ++st) {
+    full_of.push_back(stage_sum(layers.activation, cut, st));
+    input_of.push_back(stage_input(layers, cut, st));
+  }
+  std::vector<double> out;
+  for (int r = 0; r < s.num_ranks(); ++r) {
+    double state = 0;
+    for (int st : s.stages_of(r)) state += stage_sum(layers.state, cut, st);
+    // Held activations depend only on the order of the rank's own actions, not on timing.
+    double live = 0, peak = 0;
+    for (const Action& a : s.ranks[r]) {
+      if (a.op != Op::Forward && a.op != Op::Backward && a.op != Op::Weight) continue;
+      const double full = full_of[a.stage];
+      const double input = input_of[a.stage];
+      const bool ck = checkpointed(checkpoint, a.mb, m);
+      if (a.op == Op::Forward) {
+        live += input + (ck ? 0.0 : full);
+        peak = std::max(peak, live);
+        continue;
+      }
+      if (a.op == Op::Backward && ck) {  // the recomputed forward
+        live += full;
+        peak = std::max(peak, live);
+      }
+      // Freed by the op that ends the micro-batch's backward on this stage.
+      if (a.op == Op::Weight || !split) live -= input + full;
+    }
+    out.push_back(state + peak);
+  }
+  return out;
+}
+
+LayerMemoryCap layer_memory_cap(const PlanRequest& request, const ScaledLayers& layers, const Schedule& s,
+                                const std::string& checkpoint) {
+  // The most micro-batches a stage holds at once: its rank's, shared among the rank's stages.
+  const bool split = splits_backward(s);
+  const int chunks = s.num_stages() / s.num_ranks();
+  int held = 0;
+  for (const auto& actions : s.ranks) {
+    int now = 0, peak = 0;
+    for (const Action& a : actions) {
+      if (a.op == Op::Forward) peak = std::max(peak, ++now);
+      if (a.op == (split ? Op::Weight : Op::Backward)) --now;
+    }
+    held = std::max(held, (peak + chunks - 1) / chunks);
+  }
+  LayerMemoryCap out;
+  for (std::size_t l = 0; l < layers.state.size(); ++l) {
+    const double act = layers.activation[l];
+    const double kept = checkpoint == "always" ? act : checkpoint == "except_last" ? 2 * act : held * act;
+    out.memory.push_back(layers.state[l] + kept);
+  }
+  out.cap = request.memory_per_rank / chunks;
+  return out;
+}
+
+}  // namespace tpipe::detail
