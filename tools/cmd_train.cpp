@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "model_flags.h"
 #include "progress.h"
 #include "tpipe/checkpoint/inspect.h"
 #include "tpipe/launcher.h"
@@ -181,25 +182,9 @@ int train_main(int argc, char** argv) {
     given.push_back({app.add_option(name, f.*member, help)->capture_default_str(),
                      [&f, member](TrainConfig& c) { c.*member = f.*member; }});
   };
-  opt("--stages", &TrainConfig::stages, "pipeline stages");
+  layout_flags(opt);
   opt("--dp", &TrainConfig::dp, "data-parallel replicas (ranks = stages x dp)");
-  opt("--microbatches", &TrainConfig::microbatches, "micro-batches per replica and step");
-  opt("--microbatch-size", &TrainConfig::microbatch_size, "sequences per micro-batch");
-  opt("--schedule", &TrainConfig::schedule,
-      "naive | gpipe | 1f1b | zb-h1 | interleaved-1f1b | zb-v, or a file of actions (one line per rank)");
-  opt("--virtual-stages", &TrainConfig::virtual_stages,
-      "stages per rank (interleaved-1f1b: any; zb-v: 2); 0: the schedule's own");
-  opt("--partition", &TrainConfig::partition,
-      "uniform, layers per stage such as 2,4,2, parameters (balance parameter counts), type:REGEX (balance "
-      "the layers whose name matches, e.g. type:block) or profile (balance the time measured on a micro-batch)");
-  opt("--checkpoint", &TrainConfig::checkpoint,
-      "activation checkpointing: always | except_last (all but the last micro-batch) | never; a checkpointed "
-      "micro-batch keeps only its stage input and is recomputed before its backward");
-  opt("--dropout", &TrainConfig::dropout, "dropout probability (embeddings, attention, residual branches)");
-  opt("--layers", &TrainConfig::layers, "transformer blocks");
-  opt("--dim", &TrainConfig::dim, "model width");
-  opt("--heads", &TrainConfig::heads, "attention heads (must divide --dim)");
-  opt("--seq-len", &TrainConfig::seq_len, "characters per training sequence");
+  model_flags(opt);
   opt("--steps", &TrainConfig::steps, "optimizer steps");
   opt("--lr", &TrainConfig::lr, "learning rate");
   opt("--optimizer", &TrainConfig::optimizer, "sgd | adam | adamw");
@@ -208,7 +193,6 @@ int train_main(int argc, char** argv) {
   given.back().first->check(CLI::Validator(  // "-1" would wrap around
       [](std::string& v) { return v.rfind('-', 0) == 0 ? "a non-negative integer is needed, got " + v : ""; },
       "UINT"));
-  opt("--data", &TrainConfig::data, "train on this text file instead of the King James Bible");
   opt("--out", &TrainConfig::out, "directory for the trace, timeline and metrics");
   opt("--trace", &TrainConfig::trace, "Chrome trace file (default OUT/trace.json; - for none)");
   opt("--timeline", &TrainConfig::timeline, "SVG timeline file (default OUT/timeline.svg; - for none)");

@@ -9,5 +9,6 @@ int simulate_main(int argc, char** argv);  // tpipe simulate --schedule S --stag
 int train_main(int argc, char** argv);     // tpipe train [--stages P --dp D ...]
 int doctor_main(int argc, char** argv);    // tpipe doctor [--ranks N] [--json]
 int checkpoint_main(int argc, char** argv);  // tpipe checkpoint info DIR | export DIR OUT.pt
+int partition_main(int argc, char** argv);   // tpipe partition --stages P --partition METHOD [model flags]
 
 }  // namespace tpipe::cli

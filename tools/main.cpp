@@ -15,6 +15,7 @@ const char* kUsage =
     "  train     train a small GPT on the King James Bible, pipelined:  tpipe train --stages 2\n"
     "  doctor    the BLAS kernel, threads and GEMM rate a rank gets here:  tpipe doctor --ranks 2\n"
     "  checkpoint  inspect or export a checkpoint:  tpipe checkpoint info out/train\n"
+    "  partition   cut tpipe train's GPT by a method, with measured costs:  tpipe partition --stages 4\n"
     "Run `tpipe COMMAND --help` for the options of a command.\n";
 
 }  // namespace
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") return tpipe::cli::train_main(argc - 1, argv + 1);
     if (cmd == "doctor") return tpipe::cli::doctor_main(argc - 1, argv + 1);
     if (cmd == "checkpoint") return tpipe::cli::checkpoint_main(argc - 1, argv + 1);
+    if (cmd == "partition") return tpipe::cli::partition_main(argc - 1, argv + 1);
   } catch (const std::exception& e) {
     // When this process is a rank (tpipe train's workers are), the launcher learns when it failed,
     // so that it blames this rank rather than a peer that failed because of it.
