@@ -10,6 +10,7 @@
 #include "gpt_profile.h"
 #include "model_flags.h"
 #include "tpipe/models/gpt.h"
+#include "tpipe/plan.h"
 #include "tpipe/schedule/generators.h"
 #include "tpipe/train/gpt_trainer.h"
 
@@ -28,21 +29,32 @@ Partition cut_of(const std::string& method, int stages, const std::vector<LayerF
                                          : partition_from_string(method, static_cast<int>(layers.size()), stages);
 }
 
-struct Prediction {
-  double slowest_ms = 0, step_ms = 0, bubble = 0;
-};
+// The planner's prediction for this cut under tpipe train's layout.
+Layout predict(const TrainConfig& c, const std::vector<LayerFacts>& layers, const Partition& cut) {
+  PlanRequest request;
+  request.layers = layers;
+  request.ranks = c.stages;
+  request.global_batch = c.microbatch_size * c.microbatches;
+  Layout choice;
+  choice.pp = c.stages;
+  choice.microbatches = c.microbatches;
+  choice.chunks = c.virtual_stages;
+  choice.schedule = c.schedule;
+  choice.checkpoint = c.checkpoint;
+  choice.partition = cut;
+  choice.partition_method = to_string(cut);
+  return predict_layout(request, choice);
+}
 
-Prediction predict(const std::vector<LayerFacts>& layers, const Partition& cut, const Schedule& s,
-                   const std::string& checkpoint) {
-  const Costs costs = stage_costs_of(layers, cut, s, checkpoint);
-  const SimResult r = simulate(s, costs);
-  Prediction p;
-  for (int st = 0; st < cut.num_stages(); ++st)
-    p.slowest_ms = std::max(p.slowest_ms, 1e3 * (costs.forward_by_stage[st] + costs.backward_by_stage[st] +
-                                                 costs.weight_by_stage[st]));
-  p.step_ms = 1e3 * r.makespan;
-  p.bubble = r.bubble;
-  return p;
+// Forward and backward of a micro-batch on the slowest stage.
+double slowest_ms(const std::vector<LayerFacts>& layers, const Partition& cut) {
+  double slowest = 0;
+  for (int st = 0; st < cut.num_stages(); ++st) {
+    double t = 0;
+    for (int l = cut.begin(st); l < cut.end(st); ++l) t += layers[l].forward_s + layers[l].backward_s;
+    slowest = std::max(slowest, 1e3 * t);
+  }
+  return slowest;
 }
 
 }  // namespace
@@ -93,15 +105,15 @@ int partition_main(int argc, char** argv) {
     std::printf("%5d  %4d  %-23s  %10.0f  %10.3f  %11.3f  %15.2f\n", st, s.rank_of(st),
                 layer_range(layers, cut.begin(st), cut.end(st)).c_str(), params, 1e3 * f, 1e3 * b, mib(act));
   }
-  const Prediction p = predict(layers, cut, s, c.checkpoint);
-  std::printf("\nslowest stage     %.3f ms a micro-batch (forward and backward%s)\n", p.slowest_ms,
-              c.checkpoint == "never" ? "" : ", with recomputation");
-  std::printf("predicted step    %.2f ms, bubble %.1f%% (simulator, these costs, no communication)\n", p.step_ms,
-              100 * p.bubble);
+  const Layout p = predict(c, layers, cut);
+  std::printf("\nslowest stage     %.3f ms a micro-batch (forward and backward)\n", slowest_ms(layers, cut));
+  std::printf("predicted step    %.2f ms, bubble %.1f%%, memory %.1f MiB on the fullest rank (%d) (tpipe plan's "
+              "model: the simulator with these costs, --checkpoint %s)\n",
+              1e3 * p.step_s, 100 * p.bubble, mib(p.peak_memory_bytes), p.fullest_rank, c.checkpoint.c_str());
   if (c.partition != "uniform") {
-    const Prediction u = predict(layers, cut_of("uniform", s.num_stages(), layers), s, c.checkpoint);
-    std::printf("uniform cut       %s: slowest stage %.3f ms, step %.2f ms\n",
-                to_string(cut_of("uniform", s.num_stages(), layers)).c_str(), u.slowest_ms, u.step_ms);
+    const Partition uniform = cut_of("uniform", s.num_stages(), layers);
+    std::printf("uniform cut       %s: slowest stage %.3f ms, step %.2f ms\n", to_string(uniform).c_str(),
+                slowest_ms(layers, uniform), 1e3 * predict(c, layers, uniform).step_s);
   }
   std::printf("cut               --partition %s\n", to_string(cut).c_str());
   return 0;

@@ -30,26 +30,4 @@ GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats) {
   return p;
 }
 
-Costs stage_costs_of(const std::vector<LayerFacts>& layers, const Partition& cut, const Schedule& s,
-                     const std::string& checkpoint) {
-  bool split = false;
-  for (const auto& rank : s.ranks)
-    for (const Action& a : rank) split = split || a.op == Op::Weight;
-  // The share of the micro-batches that are checkpointed: their backward recomputes the forward.
-  const int m = s.num_microbatches;
-  const double recompute = checkpoint == "always" ? 1.0 : checkpoint == "except_last" && m > 0 ? (m - 1.0) / m : 0.0;
-  Costs costs;
-  for (int st = 0; st < cut.num_stages(); ++st) {
-    double f = 0, b = 0;
-    for (int l = cut.begin(st); l < cut.end(st); ++l) {
-      f += layers[l].forward_s;
-      b += layers[l].backward_s;
-    }
-    costs.forward_by_stage.push_back(f);
-    costs.backward_by_stage.push_back((split ? b / 2 : b) + recompute * f);
-    costs.weight_by_stage.push_back(split ? b / 2 : 0.0);
-  }
-  return costs;
-}
-
 }  // namespace tpipe::cli
