@@ -200,6 +200,7 @@ std::vector<Layout> plan_layouts(const PlanRequest& request) {
         const int rows = request.global_batch / (dp * m);
         const ScaledLayers scaled = detail::scale_layers(request, rows);
         for (const auto& checkpoint : request.checkpoints) {
+          if (checkpoint == "except_last" && m == 1) continue;  // nothing checkpointed: "never" again
           auto candidates = cuts;
           if (capped) {
             try {

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "gpt_profile.h"
 #include "model_flags.h"
 #include "progress.h"
 #include "tpipe/checkpoint/inspect.h"
@@ -184,6 +185,9 @@ int train_main(int argc, char** argv) {
   };
   layout_flags(opt);
   opt("--dp", &TrainConfig::dp, "data-parallel replicas (ranks = stages x dp)");
+  opt("--plan", &TrainConfig::plan,
+      "auto: run the layout tpipe plan finds fastest on stages x dp ranks (same global batch, the machine's "
+      "memory shared among them), instead of the layout flags");
   model_flags(opt);
   opt("--steps", &TrainConfig::steps, "optimizer steps");
   opt("--lr", &TrainConfig::lr, "learning rate");
@@ -240,6 +244,12 @@ int train_main(int argc, char** argv) {
   for (auto& [o, apply] : given)
     if (o->count() > 0) apply(c);
   check_train_config(c);
+  if (c.plan == "auto") {
+    CharCorpus::load(c.data).check_fits(c.seq_len);
+    const std::string chose = apply_best_layout(c);
+    std::printf("tpipe train: %s\n", chose.c_str());
+    check_train_config(c);
+  }
   // A corpus that is missing, not text, or too short for --seq-len fails here, before any rank starts.
   CharCorpus::load(c.data).check_fits(c.seq_len);
   // So does a checkpoint this run cannot continue, or one with a damaged file.

@@ -14,10 +14,18 @@ struct GptProfile {
   std::vector<LayerFacts> layers;  // embed, pos, blocks, ln_f, lm_head
   std::string corpus;              // where the sample came from
   int threads = 1;                 // intra-op threads it was measured with
+  double shared = 1;               // ranks per core when there are more ranks than cores: the
+                                   // measured times are multiplied by it (a rank gets that share)
 };
 
 // Loads the corpus (its vocabulary sizes the model), builds the model and profiles it with the
-// intra-op threads a rank gets among `ranks` on this machine. Prints nothing.
+// intra-op threads a rank gets among `ranks` on this machine (times scaled by `shared`). Prints
+// nothing.
 GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats);
+
+// tpipe train --plan auto: the fastest layout that fits on c.stages x c.dp ranks, with the same
+// global batch and the machine's memory shared among the ranks, written into `c` (plan cleared).
+// Returns a line saying what it chose and what it predicts.
+std::string apply_best_layout(TrainConfig& c);
 
 }  // namespace tpipe::cli

@@ -16,6 +16,7 @@ const char* kUsage =
     "  doctor    the BLAS kernel, threads and GEMM rate a rank gets here:  tpipe doctor --ranks 2\n"
     "  checkpoint  inspect or export a checkpoint:  tpipe checkpoint info out/train\n"
     "  partition   cut tpipe train's GPT by a method, with measured costs:  tpipe partition --stages 4\n"
+    "  plan        the best layouts of tpipe train's GPT on N ranks:  tpipe plan --ranks 4 --memory-per-rank 2GiB\n"
     "Run `tpipe COMMAND --help` for the options of a command.\n";
 
 }  // namespace
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
     if (cmd == "doctor") return tpipe::cli::doctor_main(argc - 1, argv + 1);
     if (cmd == "checkpoint") return tpipe::cli::checkpoint_main(argc - 1, argv + 1);
     if (cmd == "partition") return tpipe::cli::partition_main(argc - 1, argv + 1);
+    if (cmd == "plan") return tpipe::cli::plan_main(argc - 1, argv + 1);
   } catch (const std::exception& e) {
     // When this process is a rank (tpipe train's workers are), the launcher learns when it failed,
     // so that it blames this rank rather than a peer that failed because of it.

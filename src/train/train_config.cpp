@@ -25,7 +25,7 @@ namespace {
   X(stages) X(dp) X(microbatches) X(microbatch_size) X(schedule) X(virtual_stages) X(partition) X(layers) X(dim)  \
   X(heads) X(seq_len) X(steps) X(lr) X(optimizer) X(clip) X(seed) X(data) X(out) X(trace) X(timeline) X(metrics)  \
   X(eval_every) X(eval_batches) X(sample_chars) X(checkpoints) X(save_every) X(keep) X(resume) X(stop_after)      \
-  X(on_nonfinite) X(timeout) X(checkpoint) X(dropout)
+  X(on_nonfinite) X(timeout) X(checkpoint) X(dropout) X(plan)
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw ConfigError(message);
@@ -168,6 +168,7 @@ void check_train_config(const TrainConfig& c) {
   require(c.sample_chars >= 0, "--sample-chars must be >= 0");
   require(c.checkpoint == "never" || c.checkpoint == "always" || c.checkpoint == "except_last",
           "--checkpoint must be always, except_last or never, got '" + c.checkpoint + "'");
+  require(c.plan.empty() || c.plan == "auto", "--plan must be auto (or not given), got '" + c.plan + "'");
   require(std::isfinite(c.dropout) && c.dropout >= 0 && c.dropout < 1,
           "--dropout must be a number in [0, 1), got " + show(c.dropout));
   // An unknown name says which ones exist; the schedule gives the number of stages.

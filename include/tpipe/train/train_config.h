@@ -42,6 +42,7 @@ struct TrainConfig {
   double timeout = 300;             // seconds any rank waits for another before it is an error
   std::string checkpoint = "never";  // activation checkpointing: always | except_last | never
   double dropout = 0;               // the GPT's dropout probability
+  std::string plan;                 // "auto": the layout tpipe plan finds best for stages x dp ranks
 };
 
 // The most ranks `tpipe train` starts on one machine.

@@ -1,0 +1,75 @@
+// tpipe partition, tpipe plan and tpipe train --plan auto, end to end on a tiny GPT.
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "shell.h"
+#include "temp_dir.h"
+
+namespace {
+
+using tpipe::testing::Output;
+
+const char* kTiny = " --layers 2 --dim 32 --heads 2 --seq-len 16 --microbatch-size 2";
+
+Output tpipe(const std::string& args) {
+  return tpipe::testing::sh("OPENBLAS_NUM_THREADS=1 " + std::string(TPIPE_BIN) + " " + args);
+}
+
+// The layer counts of the "cut --partition 2,4" line.
+std::vector<int> cut_of(const std::string& text) {
+  std::smatch m;
+  const std::regex re("cut +--partition ([0-9,]+)");
+  if (!std::regex_search(text, m, re)) return {};
+  std::vector<int> sizes;
+  std::stringstream in(m[1].str());
+  for (std::string tok; std::getline(in, tok, ',');) sizes.push_back(std::stoi(tok));
+  return sizes;
+}
+
+TEST(PartitionCli, ShowsEveryStageAndACutOfEveryLayer) {
+  const Output out = tpipe("partition --stages 2 --repeats 1" + std::string(kTiny));
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("stage  rank  layers"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("    0     0  embed"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("lm_head"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("predicted step"), std::string::npos) << out.text;
+  const auto sizes = cut_of(out.text);
+  ASSERT_EQ(sizes.size(), 2u) << out.text;
+  EXPECT_EQ(sizes[0] + sizes[1], 6) << "embed, pos, 2 blocks, ln_f, lm_head";
+}
+
+TEST(PartitionCli, RefusesAMethodItDoesNotKnow) {
+  const Output out = tpipe("partition --stages 2 --partition fastest" + std::string(kTiny));
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text.rfind("tpipe partition: partition 'fastest'", 0), 0u) << out.text;
+}
+
+TEST(PlanCli, PrintsTheBestLayoutsAndWhatDoesNotFit) {
+  Output out = tpipe("plan --ranks 2 --repeats 1 --top 3" + std::string(kTiny));
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("\nbest "), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("run the best:  tpipe train --stages "), std::string::npos) << out.text;
+  out = tpipe("plan --ranks 2 --repeats 1 --top 1 --memory-per-rank 1KiB" + std::string(kTiny));
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find(" no   --stages"), std::string::npos) << "nothing fits in 1 KiB: " << out.text;
+  out = tpipe("plan --ranks 2 --memory-per-rank lots" + std::string(kTiny));
+  EXPECT_EQ(out.status, 1);
+  EXPECT_EQ(out.text, "tpipe plan: --memory-per-rank 'lots': expected a size such as 2GiB, 512MiB or 1e9\n");
+}
+
+TEST(PlanCli, TrainRunsThePlannedLayout) {
+  tpipe::testing::TempDir dir;
+  const Output out = tpipe("train --plan auto --steps 2 --eval-every 2 --sample-chars 0 --checkpoints - --out " +
+                           dir.path + kTiny);
+  ASSERT_EQ(out.status, 0) << out.text;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out.text, m, std::regex("tpipe train: plan auto: --stages (\\d) --dp (\\d)")))
+      << out.text;
+  EXPECT_EQ(std::stoi(m[1]) * std::stoi(m[2]), 2) << "the same 2 ranks, laid out by the planner";
+  EXPECT_NE(out.text.find("validation loss"), std::string::npos) << out.text;
+}
+
+}  // namespace

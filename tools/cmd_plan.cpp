@@ -1,0 +1,179 @@
+// `tpipe plan`: the best layouts of tpipe train's GPT on N ranks within a memory limit, from the
+// measured costs of its layers (plan.h); with --measure, the best and the default layout are run
+// with tpipe train and their measured step times printed beside the predictions.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+#include "commands.h"
+#include "gpt_profile.h"
+#include "model_flags.h"
+#include "tpipe/error.h"
+#include "tpipe/models/gpt.h"
+#include "tpipe/plan.h"
+#include "tpipe/train/gpt_trainer.h"
+
+namespace tpipe::cli {
+namespace {
+
+// "2GiB", "512MiB", "1.5G", "800M", "1000000" (bytes); "" or "none": no limit.
+double parse_bytes(const std::string& text) {
+  if (text.empty() || text == "none") return INFINITY;
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = text.substr(used);
+  const std::pair<const char*, double> units[] = {{"", 1},           {"B", 1},          {"K", 1024.0},
+                                                  {"KiB", 1024.0},   {"M", 1 << 20},    {"MiB", 1 << 20},
+                                                  {"G", 1 << 30},    {"GiB", 1 << 30},  {"T", 1099511627776.0},
+                                                  {"TiB", 1099511627776.0}};
+  for (const auto& [name, scale] : units)
+    if (used > 0 && unit == name && std::isfinite(v) && v > 0) return v * scale;
+  throw ConfigError("--memory-per-rank '" + text + "': expected a size such as 2GiB, 512MiB or 1e9");
+}
+
+double mib(double bytes) { return bytes / (1 << 20); }
+
+// tpipe train's own layout on these ranks: every rank a stage, 1f1b, 4 micro-batches, uniform.
+Layout default_layout(const PlanRequest& request) {
+  Layout d;
+  d.pp = request.ranks;
+  d.microbatches = 4;
+  d.schedule = "1f1b";
+  d.partition_method = "uniform";
+  d.checkpoint = "never";
+  return predict_layout(request, d);
+}
+
+// Runs `flags` with tpipe train for `steps` steps; the median step time after the first.
+double measure(const TrainConfig& c, const std::string& flags, int steps, const std::string& dir) {
+  std::filesystem::remove_all(dir);
+  // The shell runs the command: name this program by its path, not /proc/self/exe.
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string cmd = "'" + self + "' train " + flags + " --layers " + std::to_string(c.layers) + " --dim " +
+                          std::to_string(c.dim) + " --heads " + std::to_string(c.heads) + " --seq-len " +
+                          std::to_string(c.seq_len) + (c.data.empty() ? "" : " --data '" + c.data + "'") +
+                          " --steps " + std::to_string(steps) + " --eval-every " + std::to_string(steps) +
+                          " --sample-chars 0 --checkpoints - --trace - --timeline - --out " + dir + " >" + dir +
+                          ".log 2>&1";
+  std::filesystem::create_directories(dir);
+  if (std::system(cmd.c_str()) != 0) throw Error("tpipe train " + flags + " failed; see " + dir + ".log");
+  std::vector<double> times;
+  std::ifstream in(dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["step"].get<int>() > 1) times.push_back(j["step_time_s"].get<double>());
+  }
+  if (times.empty()) throw Error("tpipe train " + flags + " wrote no step times in " + dir);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+void print_row(const char* mark, const Layout& l, double measured_s) {
+  std::printf("%-8s %9.2f  %6.1f%%  %9.1f  %-4s %s", mark, 1e3 * l.step_s, 100 * l.bubble, mib(l.peak_memory_bytes),
+              l.fits ? "yes" : "no", l.flags().c_str());
+  if (measured_s > 0) std::printf("   measured %.2f ms (%+.0f%%)", 1e3 * measured_s, 100 * (l.step_s / measured_s - 1));
+  std::printf("\n");
+}
+
+}  // namespace
+
+std::string apply_best_layout(TrainConfig& c) {
+  PlanRequest request;
+  request.ranks = c.stages * c.dp;
+  request.global_batch = c.microbatch_size * c.microbatches * c.dp;
+  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (memory > 0) request.memory_per_rank = memory / request.ranks;
+  request.optimizer_bytes_per_weight_byte = c.optimizer == "sgd" ? 0 : 2;
+  request.layers = profile_gpt(c, request.ranks, 3).layers;
+  const Layout best = plan_layouts(request).front();
+  c.stages = best.pp;
+  c.dp = best.dp;
+  c.microbatches = best.microbatches;
+  c.microbatch_size = best.microbatch_rows;
+  c.schedule = best.schedule;
+  c.virtual_stages = best.chunks;
+  c.partition = best.partition_method == kProfileUnderCap ? to_string(best.partition) : best.partition_method;
+  c.checkpoint = best.checkpoint;
+  c.plan.clear();
+  char line[160];
+  std::snprintf(line, sizeof line, " (predicted %.1f ms a step, %.1f MiB on the fullest rank%s)", 1e3 * best.step_s,
+                mib(best.peak_memory_bytes), best.fits ? "" : "; no layout fits the memory");
+  return "plan auto: " + best.flags() + line;
+}
+
+int plan_main(int argc, char** argv) {
+  CLI::App app{"Search the layouts (stages x replicas, micro-batches, schedule, partition, activation "
+               "checkpointing) of tpipe train's GPT on N ranks with its measured per-layer costs, the schedule "
+               "simulator and a memory model; print the best",
+               "tpipe plan"};
+  TrainConfig c;
+  int ranks = 2, global_batch = 0, top = 5, repeats = 3, steps = 0;
+  std::string memory = "none";
+  auto opt = [&](const char* name, auto TrainConfig::*member, const char* help) {
+    app.add_option(name, c.*member, help)->capture_default_str();
+  };
+  model_flags(opt);
+  app.add_option("--ranks", ranks, "ranks to lay out (stages x replicas)")->capture_default_str()->check(
+      CLI::Range(1, kMaxTrainRanks));
+  app.add_option("--memory-per-rank", memory, "memory a rank may use (2GiB, 512MiB, ...; none: no limit)")
+      ->capture_default_str();
+  app.add_option("--global-batch", global_batch, "sequences per step (default: --microbatch-size x 4)")
+      ->check(CLI::Range(1, 1 << 24));
+  app.add_option("--top", top, "layouts to print")->capture_default_str()->check(CLI::Range(1, 1000));
+  app.add_option("--repeats", repeats, "timed runs of each layer when profiling")->capture_default_str()->check(
+      CLI::Range(1, 1000));
+  app.add_option("--measure", steps, "also run the best and the default layout with tpipe train for this many "
+                                     "steps and print their measured step times")
+      ->check(CLI::Range(2, 100000));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  check_config(model_config(c, 2));
+  PlanRequest request;
+  request.ranks = ranks;
+  request.global_batch = global_batch > 0 ? global_batch : c.microbatch_size * 4;
+  request.memory_per_rank = parse_bytes(memory);
+  const GptProfile profile = profile_gpt(c, ranks, repeats);
+  request.layers = profile.layers;
+  const auto layouts = plan_layouts(request);
+  std::printf("GPT %d blocks x %d wide, %d sequences of %d a step, on %d ranks%s; %zu layouts, costs measured on "
+              "one micro-batch of %d (%d intra-op thread%s%s)\n\n",
+              c.layers, c.dim, request.global_batch, c.seq_len, ranks,
+              std::isfinite(request.memory_per_rank) ? (" with " + memory + " each").c_str() : "", layouts.size(),
+              c.microbatch_size, profile.threads, profile.threads == 1 ? "" : "s",
+              profile.shared > 1 ? (", times x" + std::to_string(profile.shared).substr(0, 4) +
+                                    ": more ranks than cores").c_str()
+                                 : "");
+  std::printf("%-8s %9s  %7s  %9s  %-4s %s\n", "", "step ms", "bubble", "peak MiB", "fits", "tpipe train flags");
+  for (int i = 0; i < std::min<int>(top, static_cast<int>(layouts.size())); ++i)
+    print_row(i == 0 ? "best" : "", layouts[i], 0);
+  const Layout fallback = default_layout(request);
+  double best_s = 0, default_s = 0;
+  if (steps > 0) {
+    std::printf("\nmeasuring with tpipe train, %d steps each ...\n", steps);
+    best_s = measure(c, layouts[0].flags(), steps, "/tmp/tpipe-plan-best");
+    default_s = measure(c, fallback.flags(), steps, "/tmp/tpipe-plan-default");
+    print_row("best", layouts[0], best_s);
+  }
+  print_row("default", fallback, default_s);
+  std::printf("\nrun the best:  tpipe train %s\n", layouts[0].flags().c_str());
+  return 0;
+}
+
+}  // namespace tpipe::cli
