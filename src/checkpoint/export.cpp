@@ -17,7 +17,8 @@ int export_state_dict(const std::string& path, const std::string& out) {
     const ModuleEntry& e = m.modules.at(l.module());
     if (e.file.empty() || !done.insert(l.module()).second) continue;
     if (!m.files.count(e.file)) throw ConfigError(dir + "/manifest.json is damaged: it has no checksum of " + e.file);
-    for (auto& [name, t] : read_tensors(dir, e.file, m.files.at(e.file))) all.emplace_back(l.module() + "." + name, t);
+    for (auto& [name, t] : read_tensors(dir, e.file, m.files.at(e.file)))
+      if (name.rfind(kRngPrefix, 0) != 0) all.emplace_back(l.module() + "." + name, t);  // weights only
   }
   write_tensors(out, all);
   return static_cast<int>(all.size());

@@ -68,11 +68,23 @@ at::Tensor rng_state() {
   return gen.get_state();
 }
 
-void set_rng_state(const at::Tensor& state) {
-  auto gen = at::detail::getDefaultCPUGenerator();
+void set_rng_state(const at::Tensor& state, at::Generator gen = at::detail::getDefaultCPUGenerator()) {
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(state);
 }
+
+// The generators a layer draws from that are its own (the GPT's dropout masks), not the process's:
+// their states are saved with the layer, as "~rng.0", "~rng.1", ... beside its tensors, so a
+// resumed run draws the masks an uninterrupted one would. ('~' starts no parameter name.)
+std::vector<at::Generator> own_generators(const Layer& layer) {
+  std::vector<at::Generator> own;
+  const auto* process = at::detail::getDefaultCPUGenerator().unsafeGetGeneratorImpl();
+  for (auto& g : layer.generators())
+    if (g.unsafeGetGeneratorImpl() != process) own.push_back(g);
+  return own;
+}
+
+std::string rng_entry(std::size_t i) { return checkpoint::kRngPrefix + std::to_string(i); }
 
 // A module's tensors against what the checkpoint says it holds.
 std::string compare(const std::string& dir, const std::string& key, const char* kind,
@@ -136,6 +148,11 @@ CheckpointInfo PipelineEngine::save(const std::string& root, const std::string& 
         m.buffers = infos(buffers);
         NamedTensors tensors = params, state;
         tensors.insert(tensors.end(), buffers.begin(), buffers.end());
+        auto gens = own_generators(*layer);
+        for (std::size_t i = 0; i < gens.size(); ++i) {
+          std::lock_guard<std::mutex> lock(gens[i].mutex());
+          tensors.emplace_back(rng_entry(i), gens[i].get_state());
+        }
         if (!tensors.empty()) {
           m.file = "layers/" + checkpoint::file_stem(key) + ".pt";
           part.files[m.file] = checkpoint::write_tensors(partial + "/" + m.file, tensors);
@@ -204,6 +221,7 @@ CheckpointInfo PipelineEngine::load(const std::string& path) {
   std::vector<Assign> assigns;
   std::vector<std::pair<at::Tensor, std::map<std::string, at::Tensor>>> states;
   at::Tensor rng;
+  std::vector<std::pair<at::Generator, at::Tensor>> draws;  // layers' own generators and their states
   Manifest m;
   // Rank 0 decides which checkpoint (`latest` may move while the ranks look), all read that one.
   std::string dir;
@@ -236,6 +254,9 @@ CheckpointInfo PipelineEngine::load(const std::string& path) {
           throw ConfigError("checkpoint file " + dir + "/" + e.file + " does not hold '" + n + "' as its manifest says");
         assigns.push_back({t, it->second});
       }
+      const auto gens = own_generators(*layer);
+      for (std::size_t i = 0; i < gens.size(); ++i)
+        if (auto it = values.find(rng_entry(i)); it != values.end()) draws.emplace_back(gens[i], it->second);
       if (!I.optimizer) continue;
       if (!e.optimizer_file.empty() && m.optimizer != kind)
         throw ConfigError("checkpoint " + dir + " holds " + m.optimizer + " state; this engine's optimizer is " + kind);
@@ -270,6 +291,7 @@ CheckpointInfo PipelineEngine::load(const std::string& path) {
     for (std::size_t i = 0; i < m.learning_rates.size(); ++i)
       I.optimizer->param_groups()[i].options().set_lr(m.learning_rates[i]);
   if (rng.defined()) set_rng_state(rng);
+  for (auto& [gen, state] : draws) set_rng_state(state, gen);
   I.steps_done = m.step;
   return {dir, m.step, m.layout.pp, m.layout.dp, m.layout.partition, m.layout.schedule, m.layout.microbatches,
           m.extra, rng.defined()};

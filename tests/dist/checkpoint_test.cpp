@@ -30,10 +30,12 @@ namespace fs = std::filesystem;
 
 
 // The tiny GPT of the fidelity tests in a chosen dtype and optimizer.
-ModelDef gpt_model(at::ScalarType dtype, const std::string& optimizer, std::optional<double> clip) {
+ModelDef gpt_model(at::ScalarType dtype, const std::string& optimizer, std::optional<double> clip,
+                   double dropout = 0) {
   ModelDef m = gpt_test_model();
   GptConfig c;
   c.vocab = 11, c.dim = 8, c.heads = 2, c.layers = 2, c.seq_len = 6, c.dtype = dtype, c.seed = 3;
+  c.dropout = dropout;
   m.layers = [c] { return gpt_layers(c); };
   m.optimizer = [optimizer](std::vector<at::Tensor> p) -> std::unique_ptr<torch::optim::Optimizer> {
     if (optimizer == "adam") return std::make_unique<torch::optim::Adam>(p, torch::optim::AdamOptions(1e-2));
@@ -84,6 +86,7 @@ ModelDef model_named(const std::string& name) {
   }
   if (name == "gpt_f32_adamw_clip") return gpt_model(at::kFloat, "adamw", 0.3);
   if (name == "gpt_f64_adamw") return gpt_model(at::kDouble, "adamw", std::nullopt);
+  if (name == "gpt_f64_adamw_dropout") return gpt_model(at::kDouble, "adamw", std::nullopt, 0.2);
   return gpt_model(at::kDouble, "adam", 0.3);  // gpt_f64_adam_clip
 }
 
@@ -143,7 +146,10 @@ INSTANTIATE_TEST_SUITE_P(
                       ResumeCase{"gpt_f32_adamw_clip_1f1b_pp3_dp1", "gpt_f32_adamw_clip", "1f1b", 3, 1},
                       ResumeCase{"gpt_f32_adamw_clip_gpipe_pp2_dp2", "gpt_f32_adamw_clip", "gpipe", 2, 2},
                       ResumeCase{"gpt_f64_adamw_1f1b_pp2_dp2", "gpt_f64_adamw", "1f1b", 2, 2},
-                      ResumeCase{"gpt_f64_adam_clip_gpipe_pp3_dp1", "gpt_f64_adam_clip", "gpipe", 3, 1}),
+                      ResumeCase{"gpt_f64_adam_clip_gpipe_pp3_dp1", "gpt_f64_adam_clip", "gpipe", 3, 1},
+                      // The dropout masks come from the layers' own generators, saved with them.
+                      ResumeCase{"gpt_f64_adamw_dropout_zb_v_pp2_dp1", "gpt_f64_adamw_dropout", "zb-v", 2, 1},
+                      ResumeCase{"gpt_f64_adamw_dropout_1f1b_pp2_dp2", "gpt_f64_adamw_dropout", "1f1b", 2, 2}),
     [](const auto& info) { return info.param.name; });
 
 // Saved at one layout, continued at another: equals continuing at the layout it was saved at

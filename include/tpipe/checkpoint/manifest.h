@@ -25,6 +25,9 @@ namespace tpipe::checkpoint {
 
 constexpr const char* kFormat = "tpipe-checkpoint";
 constexpr int kFormatVersion = 1;
+// A layer file's entries named with this prefix ("~rng.0") are the states of the layer's own random
+// generators (its dropout masks), not weights: a resumed run draws what an uninterrupted one would.
+constexpr const char* kRngPrefix = "~rng.";
 
 struct TensorInfo {
   std::string name;
