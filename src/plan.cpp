@@ -76,6 +76,13 @@ void check_request(const PlanRequest& r) {
 Layout predict(const PlanRequest& request, Layout l, const Schedule& s, const ScaledLayers& layers) {
   const SimResult sim = simulate(s, detail::pipeline_costs(request, layers, l.partition, s, l.checkpoint));
   l.pipeline_s = sim.makespan;
+  // More ranks than cores: the ranks' work shares the cores, though a rank idle in its bubble
+  // leaves its core to another, so the step takes at least all the work over the cores.
+  if (request.cores > 0 && request.ranks > request.cores) {
+    double work = 0;
+    for (double b : sim.busy_per_rank) work += b * l.dp;
+    l.pipeline_s = std::max(l.pipeline_s, work / request.cores);
+  }
   l.bubble = sim.bubble;
   l.allreduce_s = detail::allreduce_seconds(request, layers, l.partition, s, l.dp);
   l.step_s = l.pipeline_s + l.allreduce_s;

@@ -98,7 +98,9 @@ std::string apply_best_layout(TrainConfig& c) {
   const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
   if (memory > 0) request.memory_per_rank = memory / request.ranks;
   request.optimizer_bytes_per_weight_byte = c.optimizer == "sgd" ? 0 : 2;
-  request.layers = profile_gpt(c, request.ranks, 3).layers;
+  const GptProfile profile = profile_gpt(c, request.ranks, 3);
+  request.layers = profile.layers;
+  request.cores = profile.cores;
   const Layout best = plan_layouts(request).front();
   c.stages = best.pp;
   c.dp = best.dp;
@@ -151,15 +153,14 @@ int plan_main(int argc, char** argv) {
   request.memory_per_rank = parse_bytes(memory);
   const GptProfile profile = profile_gpt(c, ranks, repeats);
   request.layers = profile.layers;
+  request.cores = profile.cores;
   const auto layouts = plan_layouts(request);
   std::printf("GPT %d blocks x %d wide, %d sequences of %d a step, on %d ranks%s; %zu layouts, costs measured on "
               "one micro-batch of %d (%d intra-op thread%s%s)\n\n",
               c.layers, c.dim, request.global_batch, c.seq_len, ranks,
               std::isfinite(request.memory_per_rank) ? (" with " + memory + " each").c_str() : "", layouts.size(),
               c.microbatch_size, profile.threads, profile.threads == 1 ? "" : "s",
-              profile.shared > 1 ? (", times x" + std::to_string(profile.shared).substr(0, 4) +
-                                    ": more ranks than cores").c_str()
-                                 : "");
+              ranks > profile.cores ? (", " + std::to_string(profile.cores) + " cores shared").c_str() : "");
   std::printf("%-8s %9s  %7s  %9s  %-4s %s\n", "", "step ms", "bubble", "peak MiB", "fits", "tpipe train flags");
   for (int i = 0; i < std::min<int>(top, static_cast<int>(layouts.size())); ++i)
     print_row(i == 0 ? "best" : "", layouts[i], 0);

@@ -27,11 +27,7 @@ GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats) {
   const auto sample = corpus.batch(false, 0, c.microbatch_size, c.seq_len, c.seed).first;
   p.layers = profile_layers(gpt_layers(model_config(c, corpus.vocab_size())), {sample}, o);
   at::set_num_threads(before);
-  p.shared = std::max(1.0, static_cast<double>(ranks) / cores);
-  for (auto& f : p.layers) {
-    f.forward_s *= p.shared;
-    f.backward_s *= p.shared;
-  }
+  p.cores = cores;
   return p;
 }
 

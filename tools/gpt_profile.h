@@ -14,13 +14,11 @@ struct GptProfile {
   std::vector<LayerFacts> layers;  // embed, pos, blocks, ln_f, lm_head
   std::string corpus;              // where the sample came from
   int threads = 1;                 // intra-op threads it was measured with
-  double shared = 1;               // ranks per core when there are more ranks than cores: the
-                                   // measured times are multiplied by it (a rank gets that share)
+  int cores = 1;                   // of this machine, which the ranks share
 };
 
 // Loads the corpus (its vocabulary sizes the model), builds the model and profiles it with the
-// intra-op threads a rank gets among `ranks` on this machine (times scaled by `shared`). Prints
-// nothing.
+// intra-op threads a rank gets among `ranks` on this machine. Prints nothing.
 GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats);
 
 // tpipe train --plan auto: the fastest layout that fits on c.stages x c.dp ranks, with the same

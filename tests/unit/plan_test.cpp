@@ -354,3 +354,28 @@ TEST(Plan, EightRanksSixteenLayersSearch) {
 
 }  // namespace
 }  // namespace tpipe
+
+namespace tpipe {
+namespace {
+
+// 4 ranks on 2 cores: pure data parallelism keeps every rank busy, so the step is the work of all
+// four over two cores; a pipeline's ranks idle in its bubble and leave their core to others, so
+// its makespan stands when it is longer than the shared work.
+TEST(Plan, MoreRanksThanCoresShareTheCores) {
+  PlanRequest r = two_ranks();
+  r.ranks = 4;
+  const Layout alone = predict_layout(r, choice(1, 4, 1, "1f1b"));
+  r.cores = 2;
+  const Layout shared = predict_layout(r, choice(1, 4, 1, "1f1b"));
+  EXPECT_DOUBLE_EQ(shared.pipeline_s, 2 * alone.pipeline_s);
+  EXPECT_EQ(shared.allreduce_s, alone.allreduce_s) << "the all-reduce";
+  EXPECT_EQ(shared.step_s, shared.pipeline_s + shared.allreduce_s);
+  r.cores = 0;
+  const Layout pipe_alone = predict_layout(r, choice(4, 1, 2, "gpipe"));
+  r.cores = 2;
+  EXPECT_DOUBLE_EQ(predict_layout(r, choice(4, 1, 2, "gpipe")).pipeline_s, pipe_alone.pipeline_s)
+      << "m = 2 on 4 stages idles more than half the time";
+}
+
+}  // namespace
+}  // namespace tpipe
