@@ -42,9 +42,10 @@ example: configure
 # The peers need Debian's python3-torch: installed here, for the benchmark only.
 bench: configure
 	@scripts/install-deps.sh --bench
-	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli tpipe_bench tpipe_checkpoint_bench
+	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli tpipe_bench tpipe_checkpoint_bench tpipe_balance_bench
 	$(BUILD)/bench/tpipe_bench --tpipe $(BUILD)/tools/tpipe
 	$(BUILD)/bench/tpipe_checkpoint_bench
+	$(BUILD)/bench/tpipe_balance_bench --tpipe $(BUILD)/tools/tpipe
 
 clean:
 	rm -rf $(BUILD)
