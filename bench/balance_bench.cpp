@@ -23,6 +23,7 @@
 #include "tpipe/engine.h"
 #include "tpipe/machine/facts.h"
 #include "tpipe/schedule/action.h"
+#include "children.h"
 #include "workers.h"
 
 namespace bench {
@@ -94,33 +95,6 @@ nlohmann::json run_worker(const std::string& partition, const std::string& sched
   return out;
 }
 
-// Runs a command; returns the JSON objects it printed after "BENCH " (rank 0's only, as the
-// workers print no other).
-std::vector<nlohmann::json> run_child(const std::string& cmd) {
-  std::FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (!pipe) throw std::runtime_error("cannot run " + cmd);
-  std::string out;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, pipe)) out += buf;
-  const int status = pclose(pipe);
-  std::vector<nlohmann::json> found;
-  for (std::size_t at = out.find("BENCH {"); at != std::string::npos; at = out.find("BENCH {", at + 1))
-    found.push_back(nlohmann::json::parse(out.substr(at + 6, out.find('\n', at) - at - 6)));
-  if (status != 0 || found.empty()) throw std::runtime_error("`" + cmd + "` failed:\n" + out);
-  return found;
-}
-
-// As tpipe_bench: every child gets one thread per rank and the BLAS kernel `tpipe run` would
-// choose (set before the child loads OpenBLAS, which picks its kernel then). A variable the user
-// set is kept.
-std::string tune_children() {
-  setenv("OMP_NUM_THREADS", "1", 0);
-  setenv("OPENBLAS_NUM_THREADS", "1", 0);
-  const tpipe::RankTuning t = tpipe::tune_local_ranks(2);
-  for (const auto& [name, value] : t.set) setenv(name.c_str(), value.c_str(), 0);
-  return t.line;
-}
-
 struct Config {
   std::string schedule, partition, cmd;
   std::vector<double> step_s, busy0_ms, busy1_ms;  // one per round
@@ -130,7 +104,7 @@ struct Config {
 
 int orchestrate(const std::string& self, const std::string& tpipe_cmd, int factor, int rounds, int steps) {
   const std::string choice = tune_children();
-  const auto doctor = run_child(self + " --mode doctor").front();
+  const auto doctor = run_child(self + " --mode doctor")->front();
   std::vector<Config> cs;
   for (const std::string schedule : {"1f1b", "zb-h1"})
     for (const std::string partition : {"uniform", "profile"})
@@ -146,7 +120,7 @@ int orchestrate(const std::string& self, const std::string& tpipe_cmd, int facto
   for (int r = 0; r < rounds; ++r) {
     std::fprintf(stderr, "round %d/%d\n", r + 1, rounds);
     for (auto& c : cs) {
-      const auto got = run_child(c.cmd).front();
+      const auto got = run_child(c.cmd)->front();
       c.step_s.push_back(got["step_s"].get<double>());
       c.busy0_ms.push_back(got["busy_ms"][0].get<double>());
       c.busy1_ms.push_back(got["busy_ms"][1].get<double>());
@@ -196,20 +170,17 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "timed steps per configuration and round (after 2 warm-up ones)")
       ->capture_default_str()->check(CLI::Range(1, 1000));
   CLI11_PARSE(app, argc, argv);
-  try {
-    nlohmann::json out;
-    if (mode.empty()) {
-      char self[4096];
-      const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-      return bench::orchestrate(n > 0 ? std::string(self, n) : argv[0], tpipe_cmd, factor, rounds, steps);
+  if (mode.empty()) {
+    try {
+      return bench::orchestrate(bench::self_path(argv[0]), tpipe_cmd, factor, rounds, steps);
+    } catch (const std::exception& e) {
+      std::cerr << e.what() << "\n";
+      return 1;
     }
-    if (mode == "worker") out = bench::run_worker(partition, schedule, factor, steps);
-    else if (mode == "doctor") out = bench::run_doctor();
-    else throw std::runtime_error("unknown --mode " + mode);
-    if (!out.contains("rank") || out["rank"] == 0) std::cout << "BENCH " << out.dump() << std::endl;
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
   }
-  return 0;
+  return bench::report_child([&] {
+    if (mode == "worker") return bench::run_worker(partition, schedule, factor, steps);
+    if (mode == "doctor") return bench::run_doctor();
+    throw std::runtime_error("unknown --mode " + mode);
+  });
 }

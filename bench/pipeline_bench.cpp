@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "tpipe/machine/facts.h"
+#include "children.h"
 #include "workers.h"
 
 #ifndef TPIPE_PEERS_PY
@@ -32,23 +33,6 @@
 
 namespace bench {
 namespace {
-
-// Runs a command; returns the JSON objects it printed after "BENCH " (one per reporting rank), or
-// nothing when it printed "BENCH-SKIP".
-std::optional<std::vector<nlohmann::json>> run_child(const std::string& cmd) {
-  std::FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (!pipe) throw std::runtime_error("cannot run " + cmd);
-  std::string out;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, pipe)) out += buf;
-  const int status = pclose(pipe);
-  if (out.find("BENCH-SKIP") != std::string::npos) return std::nullopt;
-  std::vector<nlohmann::json> found;
-  for (std::size_t at = out.find("BENCH {"); at != std::string::npos; at = out.find("BENCH {", at + 1))
-    found.push_back(nlohmann::json::parse(out.substr(at + 6, out.find('\n', at) - at - 6)));
-  if (status != 0 || found.empty()) throw std::runtime_error("`" + cmd + "` failed:\n" + out);
-  return found;
-}
 
 struct Config {
   std::string label, cmd;
@@ -80,16 +64,6 @@ double op_median(const Config& c, const std::string& op) {
   for (const auto& r : c.reports)
     if (r.contains("compute_ms") && r["compute_ms"].contains(op)) v.push_back(r["compute_ms"][op].get<double>());
   return median(v);
-}
-
-// Fills in what the bench promises every child: one thread per rank, and the BLAS kernel that
-// `tpipe run` would choose. A variable the user set is kept.
-std::string tune_children() {
-  setenv("OMP_NUM_THREADS", "1", 0);
-  setenv("OPENBLAS_NUM_THREADS", "1", 0);
-  const tpipe::RankTuning t = tpipe::tune_local_ranks(2);
-  for (const auto& [name, value] : t.set) setenv(name.c_str(), value.c_str(), 0);
-  return t.line;
 }
 
 int orchestrate(const Workload& w, const std::string& self, const std::string& tpipe_cmd, const std::string& python,
@@ -230,22 +204,19 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_option("--batch", w.batch, "mini-batch size")->capture_default_str()->check(CLI::Range(8, 1 << 20));
   CLI11_PARSE(app, argc, argv);
-  try {
-    nlohmann::json out;
-    if (mode.empty()) {
-      char self[4096];
-      const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-      return bench::orchestrate(w, n > 0 ? std::string(self, n) : argv[0], tpipe_cmd, python, peers, rounds);
+  if (mode.empty()) {
+    try {
+      return bench::orchestrate(w, bench::self_path(argv[0]), tpipe_cmd, python, peers, rounds);
+    } catch (const std::exception& e) {
+      std::cerr << e.what() << "\n";
+      return 1;
     }
-    if (mode == "single") out = bench::run_single(w);
-    else if (mode == "serial") out = bench::run_serial(w);
-    else if (mode == "pipe") out = bench::run_pipe(w, schedule, dp, timeline);
-    else if (mode == "doctor") out = bench::run_doctor();
-    else throw std::runtime_error("unknown --mode " + mode);
-    if (!out.contains("rank") || out["rank"] == 0) std::cout << "BENCH " << out.dump() << std::endl;
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
   }
-  return 0;
+  return bench::report_child([&] {
+    if (mode == "single") return bench::run_single(w);
+    if (mode == "serial") return bench::run_serial(w);
+    if (mode == "pipe") return bench::run_pipe(w, schedule, dp, timeline);
+    if (mode == "doctor") return bench::run_doctor();
+    throw std::runtime_error("unknown --mode " + mode);
+  });
 }
