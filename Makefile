@@ -39,9 +39,8 @@ example: configure
 	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli mlp_pipeline
 	$(BUILD)/tools/tpipe run -n 2 -- $(BUILD)/examples/mlp_pipeline
 
-# The peers need Debian's python3-torch: installed here, for the benchmark only.
+# The peers need Debian's python3-torch, which install-deps.sh installs with the rest.
 bench: configure
-	@scripts/install-deps.sh --bench
 	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli tpipe_bench tpipe_checkpoint_bench tpipe_balance_bench
 	$(BUILD)/bench/tpipe_bench --tpipe $(BUILD)/tools/tpipe
 	$(BUILD)/bench/tpipe_checkpoint_bench

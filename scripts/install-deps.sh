@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tpipe needs, only those that are missing.
-# Called by `make demo`, `make test` and `make bench`; safe to run again. With --bench, also the
-# benchmark's peers (Debian's python3-torch, used by bench/peers.py only).
+# Called by `make demo`, `make test` and `make bench`; safe to run again. Debian's python3-torch
+# (the same LibTorch) is the oracle of the TorchScript front door's tests and runs the benchmark's
+# peers (bench/peers.py).
 set -euo pipefail
 
 packages=(
@@ -12,8 +13,8 @@ packages=(
   libssl-dev                               # SHA-256 of checkpoint files (libcrypto)
   librsvg2-bin                             # rsvg-convert, to check SVG output
   bible-kjv                                # corpus for the main job
+  python3-torch                            # PyTorch: writes test files and computes reference losses
 )
-[ "${1:-}" = "--bench" ] && packages=(python3-torch)
 
 missing=()
 for p in "${packages[@]}"; do
