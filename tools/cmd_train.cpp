@@ -18,7 +18,7 @@
 #include "commands.h"
 #include "gpt_profile.h"
 #include "model_flags.h"
-#include "progress.h"
+#include "worker_ranks.h"
 #include "tpipe/checkpoint/inspect.h"
 #include "tpipe/launcher.h"
 #include "tpipe/machine/doctor.h"
@@ -28,25 +28,6 @@
 namespace tpipe::cli {
 namespace {
 
-constexpr const char* kProgress = "[rank 0] PROGRESS ";
-constexpr const char* kSummary = "[rank 0] SUMMARY ";
-constexpr const char* kDoctor = "[rank 0] DOCTOR ";
-constexpr const char* kNote = "[rank 0] NOTE ";
-
-// JSON text that stays valid when the sample cuts a multi-byte character in two.
-std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
-
-// A number the launcher reads back: not finite becomes null (JSON has no NaN).
-nlohmann::json number(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); }
-double number(const nlohmann::json& j) { return j.is_number() ? j.get<double>() : std::nan(""); }
-
-// LibTorch's errors carry C++ frames; users get the first line unless TPIPE_DEBUG=1.
-std::string first_line(const std::string& text) {
-  const char* debug = std::getenv("TPIPE_DEBUG");
-  if (debug && std::string(debug) == "1") return text;
-  return text.substr(0, text.find('\n'));
-}
-
 int run_rank(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm, const DoctorReport& machine) {
   const TrainSummary s = train_gpt(
       c, corpus, comm,
@@ -54,12 +35,9 @@ int run_rank(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
         nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", number(p.loss)}, {"tok_s", p.tokens_per_s},
                          {"elapsed", p.elapsed_s}};
         if (p.val_loss) j["val"] = number(*p.val_loss);
-        std::cout << "PROGRESS " << dump(j) << std::endl;
+        report_progress(j);
       },
-      [](const std::string& text) {
-        std::istringstream lines(text);
-        for (std::string line; std::getline(lines, line);) std::cout << "NOTE " << line << std::endl;
-      });
+      report_note);
   if (comm.rank() == 0) {
     nlohmann::json j{{"val_losses", s.val_losses}, {"unigram", s.unigram_entropy}, {"tok_s", s.tokens_per_s},
                      {"bubble", s.bubble}, {"sample", s.sample}, {"vocab", corpus.vocab_size()},
@@ -68,7 +46,7 @@ int run_rank(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
                      {"source", corpus.source()}, {"train_tokens", corpus.train_tokens()},
                      {"last_step", s.last_step}, {"checkpoint", s.checkpoint}, {"skipped", s.skipped_steps},
                      {"activation_peak_bytes", s.activation_peak_bytes}, {"memory_peak_bytes", s.memory_peak_bytes}};
-    std::cout << "SUMMARY " << dump(j) << std::endl;
+    report_summary(j);
   }
   return 0;
 }
@@ -77,38 +55,9 @@ int run_worker(const std::string& config_json) {
   TrainConfig c;
   update_from_json(c, nlohmann::json::parse(config_json));
   const CharCorpus corpus = CharCorpus::load(c.data);
-  // Rank 0 says what a rank gets here (kernel, threads, GEMM rate) before training starts; the
-  // rate is the peak the summary compares the achieved GFLOP/s with.
-  const char* local_rank = std::getenv("LOCAL_RANK");
-  DoctorReport machine;
-  if (local_rank && std::string(local_rank) == "0") {
-    machine = examine_machine();
-    std::cout << "DOCTOR " << summary_line(machine) << std::endl;
-  }
-  CommOptions co;
-  co.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(c.timeout * 1000));
-  auto comm = Communicator::from_env(co);
-  try {
-    try {
-      return run_rank(c, corpus, *comm, machine);
-    } catch (const std::exception& e) {
-      // While this rank's connections are still open, so that it reports before its peers
-      // notice it is gone and report their own failures.
-      report_rank_failure(e.what());
-      throw;
-    }
-  } catch (const NonFiniteError& e) {
-    // Every rank stops at the same step with the same message: rank 0 says it.
-    // The launcher names the rank already: drop the engine's "[rank 0] ".
-    std::string what = e.what();
-    if (what.rfind('[', 0) == 0 && what.find("] ") != std::string::npos) what.erase(0, what.find("] ") + 2);
-    if (comm->rank() == 0) std::cerr << "tpipe train: " << what << std::endl;
-    return 1;
-  } catch (const c10::Error& e) {
-    throw Error(first_line(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    throw Error(first_line(e.what()));
-  }
+  return run_worker_rank("tpipe train", c.timeout, [&](Communicator& comm, const DoctorReport& machine) {
+    return run_rank(c, corpus, comm, machine);
+  });
 }
 
 // The measured peaks per rank: the largest, and every rank's when there are few.
@@ -282,32 +231,8 @@ int train_main(int argc, char** argv) {
               c.microbatches, c.microbatch_size, c.seq_len, c.steps);
   std::printf("ranks: %s\n", tuning.line.c_str());
   std::fflush(stdout);
-  ProgressBar bar(isatty(STDOUT_FILENO));
   nlohmann::json summary;
-  const LaunchResult r = launch(lo, [&](const std::string& line, bool is_stderr) {
-    if (line.rfind(kProgress, 0) == 0) {
-      const auto j = nlohmann::json::parse(line.substr(std::string(kProgress).size()));
-      ProgressState p{j["step"], j["steps"], number(j["loss"]), std::nullopt, j["tok_s"], j["elapsed"]};
-      if (j.contains("val")) p.val_loss = number(j["val"]);
-      bar.update(p);
-    } else if (line.rfind(kDoctor, 0) == 0) {
-      bar.done();
-      std::cout << "machine: " << line.substr(std::string(kDoctor).size()) << std::endl;
-    } else if (line.rfind(kNote, 0) == 0) {
-      bar.done();
-      std::cout << line.substr(std::string(kNote).size()) << std::endl;
-    } else if (line.rfind(kSummary, 0) == 0) {
-      summary = nlohmann::json::parse(line.substr(std::string(kSummary).size()));
-    } else {
-      bar.done();
-      (is_stderr ? std::cerr : std::cout) << line << std::endl;
-    }
-  });
-  bar.done();
-  if (r.exit_code != 0) {
-    std::cerr << "tpipe train: " << r.message << std::endl;
-    return r.exit_code;
-  }
+  if (const int code = launch_worker_ranks("tpipe train", lo, summary); code != 0) return code;
   if (!summary.is_null()) print_summary(summary, c);
   return 0;
 }
