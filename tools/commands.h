@@ -10,6 +10,7 @@ int train_main(int argc, char** argv);     // tpipe train [--stages P --dp D ...
 int doctor_main(int argc, char** argv);    // tpipe doctor [--ranks N] [--json]
 int checkpoint_main(int argc, char** argv);  // tpipe checkpoint info DIR | export DIR OUT.pt
 int partition_main(int argc, char** argv);   // tpipe partition --stages P --partition METHOD [model flags]
-int plan_main(int argc, char** argv);        // tpipe plan --ranks N [--memory-per-rank SIZE] [model flags]
+int plan_main(int argc, char** argv);
+int train_script_main(int argc, char** argv);  // tpipe train-script --model M.pt --data D.pt --loss NAME        // tpipe plan --ranks N [--memory-per-rank SIZE] [model flags]
 
 }  // namespace tpipe::cli

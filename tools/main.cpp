@@ -13,6 +13,7 @@ const char* kUsage =
     "  run       start N local ranks of a program:  tpipe run -n N -- PROGRAM ARGS...\n"
     "  simulate  plan a schedule:  tpipe simulate --schedule 1f1b --stages 4 --microbatches 8\n"
     "  train     train a small GPT on the King James Bible, pipelined:  tpipe train --stages 2\n"
+    "  train-script  train a PyTorch model saved as TorchScript:  tpipe train-script --model m.pt --data d.pt\n"
     "  doctor    the BLAS kernel, threads and GEMM rate a rank gets here:  tpipe doctor --ranks 2\n"
     "  checkpoint  inspect or export a checkpoint:  tpipe checkpoint info out/train\n"
     "  partition   cut tpipe train's GPT by a method, with measured costs:  tpipe partition --stages 4\n"
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
     if (cmd == "checkpoint") return tpipe::cli::checkpoint_main(argc - 1, argv + 1);
     if (cmd == "partition") return tpipe::cli::partition_main(argc - 1, argv + 1);
     if (cmd == "plan") return tpipe::cli::plan_main(argc - 1, argv + 1);
+    if (cmd == "train-script") return tpipe::cli::train_script_main(argc - 1, argv + 1);
   } catch (const std::exception& e) {
     // When this process is a rank (tpipe train's workers are), the launcher learns when it failed,
     // so that it blames this rank rather than a peer that failed because of it.

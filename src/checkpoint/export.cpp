@@ -8,7 +8,7 @@
 
 namespace tpipe::checkpoint {
 
-int export_state_dict(const std::string& path, const std::string& out) {
+NamedTensors checkpoint_weights(const std::string& path) {
   const std::string dir = resolve_checkpoint(path);
   const Manifest m = read_manifest(dir);
   NamedTensors all;
@@ -20,6 +20,11 @@ int export_state_dict(const std::string& path, const std::string& out) {
     for (auto& [name, t] : read_tensors(dir, e.file, m.files.at(e.file)))
       if (name.rfind(kRngPrefix, 0) != 0) all.emplace_back(l.module() + "." + name, t);  // weights only
   }
+  return all;
+}
+
+int export_state_dict(const std::string& path, const std::string& out) {
+  const NamedTensors all = checkpoint_weights(path);
   write_tensors(out, all);
   return static_cast<int>(all.size());
 }

@@ -22,4 +22,9 @@ FileDigest write_tensors(const std::string& path, const NamedTensors& tensors);
 // when it is missing, of another size (truncated), damaged (checksum) or not a dict of tensors.
 NamedTensors read_tensors(const std::string& dir, const std::string& file, const FileDigest& expected);
 
+// Every module's parameters and buffers in a checkpoint (or the latest in a directory of them),
+// by the names PipelineEngine::named_parameters uses ("block0.attn.qkv.weight", a tie once by
+// its key), each file verified first; what export_state_dict (inspect.h) writes.
+NamedTensors checkpoint_weights(const std::string& path);
+
 }  // namespace tpipe::checkpoint
