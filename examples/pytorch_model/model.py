@@ -5,6 +5,8 @@
 #   tpipe train-script --model model.pt --data data.pt --loss mse --stages 2 --steps 5 \
 #       --lr 0.1 --momentum 0.9 --export trained.pt
 #   /usr/bin/python3 examples/pytorch_model/model.py --check trained.pt
+# `--check trained.pt adamw` trains with AdamW (lr 0.01, weight decay 0.1) instead, as
+# `tpipe train-script --optimizer adamw --lr 0.01 --weight-decay 0.1` does.
 import sys
 import torch
 
@@ -23,22 +25,26 @@ class Net(torch.nn.Module):
         return self.out(self.fc(self.ln(self.act(self.emb(x)))))
 
 
-def train_in_python(steps=5):
+def train_in_python(optimizer, steps=5):
     m = torch.jit.load("model.pt")
     x, y = torch.load("data.pt")
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
+    else:
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
     for step in range(steps):
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(m(x), y)
         loss.backward()
         opt.step()
-        print(f"python step {step + 1}  loss {loss.item():.12f}")
+        print(f"python step {step + 1}  loss {loss.item()!r}")
     return m
 
 
-if len(sys.argv) == 3 and sys.argv[1] == "--check":
-    ours, theirs = torch.jit.load(sys.argv[2]), train_in_python()
-    x = torch.randn(6, 4, dtype=torch.float64)
+if len(sys.argv) >= 3 and sys.argv[1] == "--check":
+    ours = torch.jit.load(sys.argv[2])
+    theirs = train_in_python(sys.argv[3] if len(sys.argv) > 3 else "sgd")
+    x = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     print("largest difference of the outputs:", (ours(x) - theirs(x)).abs().max().item())
 else:
     torch.manual_seed(0)
