@@ -1,5 +1,5 @@
-// Private to the GPT trainer: its state in a checkpoint, what a resume prints, and the metrics
-// file of a resumed run (see gpt_checkpoints.cpp).
+// Private to the GPT trainer: its state in a checkpoint and what a resume prints (see
+// gpt_checkpoints.cpp; the parts every trainer shares are in tpipe/train/run_checkpoints.h).
 #pragma once
 
 #include <string>
@@ -14,11 +14,7 @@ namespace tpipe {
 std::string trainer_state(const TrainConfig& c, int step);
 
 // "resumed from DIR at step 10 of 600; saved at 2 stages x 1 replica (...), now ...", and a
-// second line when the global batch changes.
+// line for each of --lr and --clip that changes, and one when the global batch changes.
 std::string describe_resume(const TrainConfig& c, const CheckpointInfo& info, const std::vector<int>& partition);
-
-// Keeps the metrics lines of steps up to `last_step`: those after it belong to the part of the
-// run that the checkpoint does not hold, and will be trained again.
-void trim_metrics(const std::string& path, int last_step);
 
 }  // namespace tpipe

@@ -16,6 +16,7 @@
 #include "tpipe/partition.h"
 #include "tpipe/report.h"
 #include "tpipe/schedule/generators.h"
+#include "tpipe/train/run_checkpoints.h"
 
 namespace tpipe {
 namespace {
@@ -132,16 +133,7 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   if (comm.rank() == 0 && !ro.metrics_path.empty() && resume) trim_metrics(ro.metrics_path, s.first_step - 1);
   s.last_step = c.stop_after > 0 ? c.stop_after : c.steps;
   auto save = [&](int step) {
-    if (root.empty()) return;
-    s.checkpoint = engine.save(root, trainer_state(c, step)).path;
-    std::string line = "saved checkpoint " + s.checkpoint;
-    // Pruning is rank 0's alone and must not stop the run: a failure is reported, not thrown.
-    if (comm.rank() == 0 && c.keep > 0) try {
-        for (const auto& gone : checkpoint::prune_checkpoints(root, c.keep)) line += "; removed " + gone + " (--keep)";
-      } catch (const std::exception& e) {
-        line += std::string("; --keep could not remove older ones: ") + e.what();
-      }
-    tell(line);
+    if (!root.empty()) tell(save_checkpoint(engine, root, trainer_state(c, step), c.keep, comm.rank(), s.checkpoint));
   };
 
   const int batch = c.microbatch_size * c.microbatches * c.dp;
