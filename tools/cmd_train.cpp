@@ -32,8 +32,8 @@ int run_rank(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
   const TrainSummary s = train_gpt(
       c, corpus, comm,
       [](const TrainProgress& p) {
-        nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", number(p.loss)}, {"tok_s", p.tokens_per_s},
-                         {"elapsed", p.elapsed_s}};
+        nlohmann::json j{{"step", p.step}, {"steps", p.steps}, {"loss", number(p.loss)}, {"rate", p.per_second},
+                         {"unit", p.unit}, {"elapsed", p.elapsed_s}};
         if (p.val_loss) j["val"] = number(*p.val_loss);
         report_progress(j);
       },
@@ -60,30 +60,6 @@ int run_worker(const std::string& config_json) {
   });
 }
 
-// The measured peaks per rank: the largest, and every rank's when there are few.
-void print_memory(const std::vector<std::int64_t>& activations, const std::vector<std::int64_t>& memory,
-                  const TrainConfig& c) {
-  if (activations.empty() || memory.empty()) return;
-  auto mib = [](std::int64_t b) { return static_cast<double>(b) / (1 << 20); };
-  auto largest = [](const std::vector<std::int64_t>& v) {
-    return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
-  };
-  std::string each;
-  if (activations.size() > 1 && activations.size() <= 8) {
-    char buf[32];
-    for (std::size_t r = 0; r < activations.size(); ++r) {
-      std::snprintf(buf, sizeof buf, "%s%.1f", r ? ", " : "", mib(activations[r]));
-      each += buf;
-    }
-    each = " (by rank: " + each + ")";
-  }
-  const int a = largest(activations), m = largest(memory);
-  std::printf("activations       %.1f MiB at most, rank %d%s; --checkpoint %s\n", mib(activations[a]), a, each.c_str(),
-              c.checkpoint.c_str());
-  std::printf("tensor memory     %.1f MiB at most, rank %d (weights, gradients, optimizer state, activations)\n",
-              mib(memory[m]), m);
-}
-
 void print_summary(const nlohmann::json& s, const TrainConfig& c) {
   if (!s["sample"].get<std::string>().empty())
     std::cout << "\n--- sample (temperature 0.8) ---\n" << s["sample"].get<std::string>() << "\n---\n";
@@ -101,22 +77,7 @@ void print_summary(const nlohmann::json& s, const TrainConfig& c) {
   std::printf("compute           %.1f GFLOP/s, %.1f per rank; the measured peak is %.0f GFLOP/s per rank "
               "(GEMM 1024^3, %s kernel)\n",
               gflops, gflops / ranks, s["peak_gflops"].get<double>(), s["kernel"].get<std::string>().c_str());
-  if (s["bubble"].get<double>() >= 0) std::printf("measured bubble   %.1f%%\n", 100 * s["bubble"].get<double>());
-  print_memory(s["activation_peak_bytes"].get<std::vector<std::int64_t>>(),
-               s["memory_peak_bytes"].get<std::vector<std::int64_t>>(), c);
-  auto file = [&](const std::string& chosen, const char* name) {
-    return chosen == "-" ? std::string("(off)") : chosen.empty() ? c.out + "/" + name : chosen;
-  };
-  std::printf("files             %s, %s, %s\n", file(c.trace, "trace.json").c_str(),
-              file(c.timeline, "timeline.svg").c_str(), file(c.metrics, "metrics.jsonl").c_str());
-  if (!s["checkpoint"].get<std::string>().empty())
-    std::printf("checkpoint        %s\n", s["checkpoint"].get<std::string>().c_str());
-  if (s.value("skipped", 0) > 0)
-    std::printf("skipped steps     %d with a loss or gradient norm that was not finite (--on-nonfinite skip)\n",
-                s["skipped"].get<int>());
-  if (s["last_step"].get<int>() < c.steps)
-    std::printf("stopped after step %d of %d (--stop-after); continue with --resume auto\n",
-                s["last_step"].get<int>(), c.steps);
+  print_run_end(s, c.steps, c.checkpoint, {c.out, c.trace, c.timeline, c.metrics});
 }
 
 }  // namespace
@@ -202,21 +163,7 @@ int train_main(int argc, char** argv) {
   // A corpus that is missing, not text, or too short for --seq-len fails here, before any rank starts.
   CharCorpus::load(c.data).check_fits(c.seq_len);
   // So does a checkpoint this run cannot continue, or one with a damaged file.
-  if (const auto dir = checkpoint_to_resume(c)) {
-    const auto found = checkpoint::inspect_checkpoint(*dir);
-    if (!found.problems.empty())
-      throw ConfigError("checkpoint " + *dir + " is damaged: " + found.problems.front() + " (`tpipe checkpoint info " +
-                        *dir + "` lists every file)");
-  }
-
-  // The directories the run writes into exist before any rank starts (or the run stops here),
-  // and one run at a time writes into --out (metrics, trace, checkpoints by default).
-  for (const std::string& dir : {c.out, checkpoint_root(c)}) {
-    std::error_code ec;
-    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-    if (ec) throw ConfigError("cannot create " + dir + ": " + ec.message());
-  }
-  const DirectoryLock lock(c.out, "tpipe train");
+  const auto lock = prepare_run_directories("tpipe train", checkpoint_to_resume(c), c.out, checkpoint_root(c));
 
   LaunchOptions lo;
   lo.nproc = c.stages * c.dp;  // check_train_config bounds the product

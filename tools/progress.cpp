@@ -12,9 +12,13 @@ std::string render_progress(const ProgressState& p, int width) {
   char buf[256];
   std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
   std::string val = p.val_loss ? "  val " + std::to_string(*p.val_loss).substr(0, 5) : "";
-  std::snprintf(buf, sizeof buf, "step %4d/%d [%s] %3.0f%%  loss %.3f%s  %.1fk tok/s  ETA %d:%02d", p.step, p.steps,
-                bar.c_str(), 100 * frac, p.loss, val.c_str(), p.tokens_per_s / 1000, static_cast<int>(eta) / 60,
-                static_cast<int>(eta) % 60);
+  char rate[48];
+  if (p.per_second >= 1000)
+    std::snprintf(rate, sizeof rate, "%.1fk %s/s", p.per_second / 1000, p.unit.c_str());
+  else
+    std::snprintf(rate, sizeof rate, "%.0f %s/s", p.per_second, p.unit.c_str());
+  std::snprintf(buf, sizeof buf, "step %4d/%d [%s] %3.0f%%  loss %.3f%s  %s  ETA %d:%02d", p.step, p.steps, bar.c_str(),
+                100 * frac, p.loss, val.c_str(), rate, static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
   return buf;
 }
 

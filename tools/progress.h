@@ -12,7 +12,8 @@ struct ProgressState {
   int steps = 0;
   double loss = 0;
   std::optional<double> val_loss;
-  double tokens_per_s = 0;
+  double per_second = 0;
+  std::string unit = "tok";  // "tok" or "rows"
   double elapsed_s = 0;
 };
 

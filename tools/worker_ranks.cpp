@@ -4,12 +4,16 @@
 #include <c10/util/Exception.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
 #include "progress.h"
+#include "tpipe/checkpoint/inspect.h"
 #include "tpipe/error.h"
 
 namespace tpipe::cli {
@@ -85,7 +89,7 @@ int launch_worker_ranks(const std::string& command, const LaunchOptions& lo, nlo
   const LaunchResult r = launch(lo, [&](const std::string& line, bool is_stderr) {
     if (line.rfind(kProgress, 0) == 0) {
       const auto j = nlohmann::json::parse(after(line, kProgress));
-      ProgressState p{j["step"], j["steps"], number(j["loss"]), std::nullopt, j["tok_s"], j["elapsed"]};
+      ProgressState p{j["step"], j["steps"], number(j["loss"]), std::nullopt, j["rate"], j["unit"], j["elapsed"]};
       if (j.contains("val")) p.val_loss = number(j["val"]);
       bar.update(p);
     } else if (line.rfind(kDoctor, 0) == 0) {
@@ -104,6 +108,69 @@ int launch_worker_ranks(const std::string& command, const LaunchOptions& lo, nlo
   bar.done();
   if (r.exit_code != 0) std::cerr << command << ": " << r.message << std::endl;
   return r.exit_code;
+}
+
+// The measured peaks per rank: the largest, and every rank's when there are few.
+std::unique_ptr<DirectoryLock> prepare_run_directories(const std::string& command,
+                                                       const std::optional<std::string>& resume,
+                                                       const std::string& out, const std::string& checkpoint_root) {
+  if (resume) {
+    const auto found = checkpoint::inspect_checkpoint(*resume);
+    if (!found.problems.empty())
+      throw ConfigError("checkpoint " + *resume + " is damaged: " + found.problems.front() +
+                        " (`tpipe checkpoint info " + *resume + "` lists every file)");
+  }
+  for (const std::string& dir : {out, checkpoint_root}) {
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    if (ec) throw ConfigError("cannot create " + dir + ": " + ec.message());
+  }
+  return std::make_unique<DirectoryLock>(out, command);
+}
+
+void print_memory(const std::vector<std::int64_t>& activations, const std::vector<std::int64_t>& memory,
+                  const std::string& checkpoint) {
+  if (activations.empty() || memory.empty()) return;
+  auto largest = [](const std::vector<std::int64_t>& v) {
+    return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
+  };
+  const int a = largest(activations), m = largest(memory);
+  // MiB, or KiB for a model too small to show in MiB; the ranks' figures in the largest's unit.
+  auto unit_of = [](std::int64_t b) { return b < (1 << 20) ? std::pair{1024.0, "KiB"} : std::pair{1048576.0, "MiB"}; };
+  const auto [per, unit] = unit_of(activations[a]);
+  std::string each;
+  if (activations.size() > 1 && activations.size() <= 8) {
+    char buf[32];
+    for (std::size_t r = 0; r < activations.size(); ++r) {
+      std::snprintf(buf, sizeof buf, "%s%.1f", r ? ", " : "", static_cast<double>(activations[r]) / per);
+      each += buf;
+    }
+    each = " (by rank: " + each + ")";
+  }
+  std::printf("activations       %.1f %s at most, rank %d%s; --checkpoint %s\n", activations[a] / per, unit, a,
+              each.c_str(), checkpoint.c_str());
+  const auto [mper, munit] = unit_of(memory[m]);
+  std::printf("tensor memory     %.1f %s at most, rank %d (weights, gradients, optimizer state, activations)\n",
+              memory[m] / mper, munit, m);
+}
+
+void print_run_end(const nlohmann::json& s, int steps, const std::string& checkpoint_mode, const RunFiles& files) {
+  if (s["bubble"].get<double>() >= 0) std::printf("measured bubble   %.1f%%\n", 100 * s["bubble"].get<double>());
+  print_memory(s["activation_peak_bytes"].get<std::vector<std::int64_t>>(),
+               s["memory_peak_bytes"].get<std::vector<std::int64_t>>(), checkpoint_mode);
+  auto file = [&](const std::string& chosen, const char* name) {
+    return chosen == "-" ? std::string("(off)") : chosen.empty() ? files.out + "/" + name : chosen;
+  };
+  std::printf("files             %s, %s, %s\n", file(files.trace, "trace.json").c_str(),
+              file(files.timeline, "timeline.svg").c_str(), file(files.metrics, "metrics.jsonl").c_str());
+  if (!s["checkpoint"].get<std::string>().empty())
+    std::printf("checkpoint        %s\n", s["checkpoint"].get<std::string>().c_str());
+  if (s.value("skipped", 0) > 0)
+    std::printf("skipped steps     %d with a loss or gradient norm that was not finite (--on-nonfinite skip)\n",
+                s["skipped"].get<int>());
+  if (s["last_step"].get<int>() < steps)
+    std::printf("stopped after step %d of %d (--stop-after); continue with --resume auto\n",
+                s["last_step"].get<int>(), steps);
 }
 
 }  // namespace tpipe::cli

@@ -1,7 +1,7 @@
 // How a command that trains (tpipe train, and the next front doors) runs its ranks: the command
 // starts them as workers of itself through the launcher, and rank 0 reports back in lines the
 // command turns into a progress bar, notes and a summary:
-//   PROGRESS {"step","steps","loss","tok_s","elapsed"[,"val"]}   NOTE text   SUMMARY {...}
+//   PROGRESS {"step","steps","loss","rate","unit","elapsed"[,"val"]}   NOTE text   SUMMARY {...}
 //   DOCTOR text (what a rank gets on this machine)
 // The launcher prefixes each line with "[rank 0] ".
 #pragma once
@@ -9,11 +9,14 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "tpipe/comm/communicator.h"
 #include "tpipe/launcher.h"
 #include "tpipe/machine/doctor.h"
+#include "tpipe/util/files.h"
 
 namespace tpipe::cli {
 
@@ -40,5 +43,27 @@ int run_worker_rank(const std::string& command, double timeout_s,
 // every other line through, and fills `summary` from the SUMMARY line. Returns the exit code
 // (having printed "<command>: <why>" when it is not 0).
 int launch_worker_ranks(const std::string& command, const LaunchOptions& lo, nlohmann::json& summary);
+
+// Command side, before any rank starts: a checkpoint to resume with a damaged file is a ConfigError
+// (naming it), the run's directories (`out`, the checkpoint root unless "") are created, and `out`
+// is locked so that one run at a time writes into it (the lock lasts as long as the result).
+std::unique_ptr<DirectoryLock> prepare_run_directories(const std::string& command,
+                                                       const std::optional<std::string>& resume,
+                                                       const std::string& out, const std::string& checkpoint_root);
+
+// Command side, in the summary: the measured peaks by rank (activations and all tensor memory),
+// the largest and, for a few ranks, every rank's; `checkpoint` is the --checkpoint mode.
+void print_memory(const std::vector<std::int64_t>& activations, const std::vector<std::int64_t>& memory,
+                  const std::string& checkpoint);
+
+struct RunFiles {
+  std::string out, trace, timeline, metrics;  // as the flags: "" is OUT/<default name>, "-" none
+};
+
+// Command side, the end of the summary from the SUMMARY line's "bubble", "activation_peak_bytes",
+// "memory_peak_bytes", "checkpoint", "skipped" and "last_step": the measured bubble, memory
+// (print_memory), the files written, the last checkpoint, skipped steps, and how to continue a
+// run that --stop-after ended before `steps`.
+void print_run_end(const nlohmann::json& s, int steps, const std::string& checkpoint_mode, const RunFiles& files);
 
 }  // namespace tpipe::cli

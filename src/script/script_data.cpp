@@ -140,6 +140,15 @@ ScriptData load_script_data(const std::string& path) {
   return d;
 }
 
+ScriptData with_dtype(const ScriptData& d, at::ScalarType dtype) {
+  auto cast = [dtype](const Payload& p) {
+    Payload out;
+    for (const at::Tensor& t : p) out.push_back(t.is_floating_point() ? t.to(dtype) : t);
+    return out;
+  };
+  return {cast(d.inputs), cast(d.targets), d.rows};
+}
+
 ScriptData data_batch(const ScriptData& d, std::int64_t b, std::int64_t k) {
   if (b < 0 || k < 0)
     throw ConfigError("batch size " + std::to_string(b) + " and batch index " + std::to_string(k) +

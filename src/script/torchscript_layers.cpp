@@ -216,19 +216,31 @@ class ScriptLayer : public Layer {
 // may copy at once). Module::deepcopy clones every tensor; under grad mode a parameter's clone
 // would be a non-leaf whose gradient flows into the original instead of its own .grad. So copy
 // without grad, then give the copies the originals' requires_grad.
-Module copy_child(const Module& root, const std::string& name) {
+// Converts the floating-point parameters and buffers of `m` in place (Module::to would convert
+// integer buffers too).
+void cast_floating(const Module& m, std::optional<at::ScalarType> dtype) {
+  if (!dtype) return;
+  at::NoGradGuard no_grad;
+  for (at::Tensor t : m.parameters(/*recurse=*/true))
+    if (t.is_floating_point()) t.set_data(t.to(*dtype));
+  for (at::Tensor t : m.buffers(/*recurse=*/true))
+    if (t.is_floating_point()) t.set_data(t.to(*dtype));
+}
+
+Module copy_child(const Module& root, const std::string& name, std::optional<at::ScalarType> dtype) {
   at::NoGradGuard no_grad;
   const Module original = root.attr(name).toModule();
   const Module copy = original.deepcopy();
   const auto copies = copy.parameters();
   auto to = copies.begin();  // the same slots in the same order
   for (const at::Tensor& p : original.parameters()) (*to++).requires_grad_(p.requires_grad());
+  cast_floating(copy, dtype);
   return copy;
 }
 
 }  // namespace
 
-std::vector<LayerSpec> layers_from_torchscript(const std::string& path) {
+std::vector<LayerSpec> layers_from_torchscript(const std::string& path, std::optional<at::ScalarType> dtype) {
   const auto root = std::make_shared<const Module>(load(path));
   const std::string where = "cannot use TorchScript file " + path + ": ";
   std::vector<std::string> names;
@@ -251,15 +263,16 @@ std::vector<LayerSpec> layers_from_torchscript(const std::string& path) {
   check_chain(where, *root, names);
   std::vector<LayerSpec> specs;
   for (std::size_t i = 0; i < names.size(); ++i)
-    specs.push_back({names[i], [root, name = names[i], sig = signatures[i]]() -> LayerPtr {
-                       return std::make_shared<ScriptLayer>(name, copy_child(*root, name), sig);
+    specs.push_back({names[i], [root, name = names[i], sig = signatures[i], dtype]() -> LayerPtr {
+                       return std::make_shared<ScriptLayer>(name, copy_child(*root, name, dtype), sig);
                      }, nullptr});
   return specs;
 }
 
 void export_torchscript(const std::string& path, const std::map<std::string, at::Tensor>& weights,
-                        const std::string& out) {
+                        const std::string& out, std::optional<at::ScalarType> dtype) {
   Module root = load(path);
+  cast_floating(root, dtype);
   const std::string prefix = "cannot export to " + out + ": ";
   // Recursive names from the root are "<child>.<local name>": the layers' names joined.
   std::map<std::string, at::Tensor> slots;

@@ -10,7 +10,6 @@
 #include <fstream>
 
 #include "gpt_checkpoints.h"
-#include "tpipe/checkpoint/directory.h"
 #include "tpipe/engine.h"
 #include "tpipe/models/gpt.h"
 #include "tpipe/partition.h"
@@ -118,14 +117,11 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
 
   TrainSummary s;
   if (!resume && !root.empty())
-    if (const auto earlier = checkpoint::find_checkpoint(root))
-      tell("note: " + root + " holds checkpoints of an earlier run (the newest: " + *earlier +
-           "); this run starts at step 1 and saves over them (--resume auto would continue it)");
+    if (const std::string line = earlier_run_note(root); !line.empty()) tell(line);
   if (resume) {
-    const CheckpointInfo info = engine.load(*resume);
-    s.first_step = static_cast<int>(info.step) + 1;
     std::vector<int> cut;
-    for (int st = 0; st < engine.num_stages(); ++st) cut.push_back(engine.partition().size(st));
+    const CheckpointInfo info = resume_engine(engine, *resume, cut);
+    s.first_step = static_cast<int>(info.step) + 1;
     tell(describe_resume(c, info, cut));
   }
   // A resumed run continues the metrics of the steps it keeps; a fresh run replaces them with
@@ -170,7 +166,7 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
     const double bubble = report.on_step(engine, r, batch, tokens, val);
     if (bubble >= 0 && step > s.first_step) bubble_sum += bubble, ++bubbles;  // the first step warms up
     if (comm.rank() == 0 && progress)
-      progress({step, c.steps, r.loss, val, static_cast<double>(tokens) / r.step_seconds, train_seconds});
+      progress({step, c.steps, r.loss, val, static_cast<double>(tokens) / r.step_seconds, "tok", train_seconds});
     if (step == s.last_step || (c.save_every > 0 && step % c.save_every == 0)) save(step);
   }
   report.finish();

@@ -7,6 +7,7 @@
 #include "tpipe/checkpoint/manifest.h"
 #include "tpipe/engine.h"
 #include "tpipe/error.h"
+#include "tpipe/partition.h"
 #include "tpipe/util/files.h"
 
 namespace tpipe {
@@ -62,7 +63,7 @@ std::string describe_resume(const ResumeRules& rules, const nlohmann::json& now,
     return s;
   };
   auto layout = [&](int pp, int dp, const std::string& sched, int m, const std::string& part) {
-    return std::to_string(pp) + " stages x " + std::to_string(dp) + (dp == 1 ? " replica" : " replicas") + " (" +
+    return std::to_string(pp) + (pp == 1 ? " stage x " : " stages x ") + std::to_string(dp) + (dp == 1 ? " replica" : " replicas") + " (" +
            sched + ", " + std::to_string(m) + " micro-batches, partition " + part + ")";
   };
   std::string s = "resumed from " + info.path + " at step " + std::to_string(info.step) + " of " +
@@ -75,6 +76,20 @@ std::string describe_resume(const ResumeRules& rules, const nlohmann::json& now,
       s += "\n" + flag + " changes from " + saved.value(key, nlohmann::json()).dump() + " to " + now.at(key).dump() +
            ": the rest of the run follows the new value";
   return s;
+}
+
+std::string earlier_run_note(const std::string& root) {
+  const auto earlier = checkpoint::find_checkpoint(root);
+  if (!earlier) return "";
+  return "note: " + root + " holds checkpoints of an earlier run (the newest: " + *earlier +
+         "); this run starts at step 1 and saves over them (--resume auto would continue it)";
+}
+
+CheckpointInfo resume_engine(PipelineEngine& engine, const std::string& dir, std::vector<int>& partition) {
+  const CheckpointInfo info = engine.load(dir);
+  partition.clear();
+  for (int st = 0; st < engine.num_stages(); ++st) partition.push_back(engine.partition().size(st));
+  return info;
 }
 
 std::string save_checkpoint(PipelineEngine& engine, const std::string& root, const std::string& state, int keep,

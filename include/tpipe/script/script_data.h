@@ -33,6 +33,10 @@ ScriptData load_script_data(const std::string& path);
 // gives the whole data (shared, not copied). Throws ConfigError for b < 0, k < 0 or b > rows.
 ScriptData data_batch(const ScriptData& d, std::int64_t batch_size, std::int64_t k);
 
+// The data with its floating-point tensors converted to `dtype` (integer ones, such as class
+// targets or token ids, stay as they are).
+ScriptData with_dtype(const ScriptData& d, at::ScalarType dtype);
+
 // A loss of PyTorch by name, with PyTorch's mean reduction, over one output and one target tensor:
 //   "cross_entropy"  logits [N,C] or [N,C,d...] with class targets [N] or [N,d...] (integers), or
 //                    class probabilities of the logits' shape; logits [B,T,V] with targets [B,T]

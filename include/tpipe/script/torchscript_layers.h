@@ -24,6 +24,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,14 +40,18 @@ namespace tpipe {
 // every call gets parameters of its own; the file's weights stay in memory while any spec lives.
 // Throws ConfigError: "cannot load TorchScript file PATH: <reason>" (missing, not TorchScript) or
 // "cannot use TorchScript file PATH: <what is unsupported>" (naming the module type or the child).
-std::vector<LayerSpec> layers_from_torchscript(const std::string& path);
+// With `dtype`, each layer's floating-point parameters and buffers are converted to it (integer
+// buffers, such as batch norm's counter, stay as they are).
+std::vector<LayerSpec> layers_from_torchscript(const std::string& path,
+                                               std::optional<at::ScalarType> dtype = std::nullopt);
 
 // Writes the TorchScript file `path` again to `out` with the given parameters and buffers copied
 // in (named "<child>.<local name>", i.e. a layer's name, a dot and its local name; values are
-// converted to the file's dtype). Entries not named keep the file's values. The file is written
+// converted to the file's dtype, or with `dtype` the floating-point ones are converted to it first,
+// as layers_from_torchscript does). Entries not named keep the file's values. The file is written
 // to a temporary next to `out` and renamed, so `out` is never half-written. Throws ConfigError
 // naming a name the module lacks or a shape that differs, and the load errors above.
 void export_torchscript(const std::string& path, const std::map<std::string, at::Tensor>& weights,
-                        const std::string& out);
+                        const std::string& out, std::optional<at::ScalarType> dtype = std::nullopt);
 
 }  // namespace tpipe

@@ -14,6 +14,7 @@
 
 #include "tpipe/comm/communicator.h"
 #include "tpipe/data/char_corpus.h"
+#include "tpipe/train/progress.h"
 #include "tpipe/train/train_config.h"
 
 namespace tpipe {
@@ -30,15 +31,6 @@ std::string checkpoint_root(const TrainConfig& c);
 // continue: another model, seed, corpus or optimizer, another --steps (the learning-rate
 // schedule is a function of it), or one already at the last step. Reads only the manifest.
 std::optional<std::string> checkpoint_to_resume(const TrainConfig& c);
-
-struct TrainProgress {
-  int step = 0;
-  int steps = 0;
-  double loss = 0;
-  std::optional<double> val_loss;
-  double tokens_per_s = 0;  // this step
-  double elapsed_s = 0;     // training time so far
-};
 
 struct TrainSummary {
   std::vector<double> losses;                    // every step, on every rank

@@ -45,6 +45,14 @@ std::optional<std::string> checkpoint_to_resume(const std::string& resume, const
 std::string describe_resume(const ResumeRules& rules, const nlohmann::json& config, const CheckpointInfo& info,
                             const std::vector<int>& partition);
 
+// "note: ROOT holds checkpoints of an earlier run (...)" when a fresh run is about to save over
+// them; "" when `root` holds none.
+std::string earlier_run_note(const std::string& root);
+
+// Collective: loads the checkpoint `dir` into `engine` (any layout); `partition` gets the layers
+// per stage of the engine's own cut, for describe_resume.
+CheckpointInfo resume_engine(PipelineEngine& engine, const std::string& dir, std::vector<int>& partition);
+
 // Every rank: saves a checkpoint of step `step` under `root` with `state`; rank `rank` 0 then keeps
 // the newest `keep` (0: all). Returns the line to tell the user; sets `path` to the saved one.
 // A failure to prune is said in the line, not thrown: the run goes on.
