@@ -40,10 +40,17 @@ Module load(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw ConfigError(prefix + std::strerror(errno));
   std::fclose(f);
+  const std::string how = "save the model with torch.jit.script(model).save(PATH)";
   try {
     return torch::jit::load(path);
   } catch (const c10::Error& e) {
-    throw ConfigError(prefix + first_line(e.msg()));
+    const std::string why = first_line(e.msg());
+    // LibTorch's words for "no zip archive" and "a zip archive without TorchScript's parts".
+    if (why.find("not a ZIP archive") != std::string::npos)
+      throw ConfigError(prefix + "it is not a TorchScript file (not even a zip archive); " + how);
+    if (why.find("constants.pkl") != std::string::npos || why.find("code/") != std::string::npos)
+      throw ConfigError(prefix + "it is a torch.save file (a state_dict or data?), not TorchScript; " + how);
+    throw ConfigError(prefix + why);
   } catch (const std::exception& e) {
     throw ConfigError(prefix + first_line(e.what()));
   }

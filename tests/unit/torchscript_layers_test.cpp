@@ -219,8 +219,15 @@ TEST(TorchScriptErrors, FilesWithoutLayers) {
   EXPECT_EQ(error_of([&] { layers_from_torchscript(missing); }),
             "cannot load TorchScript file " + missing + ": No such file or directory");
   EXPECT_EQ(error_of([&] { layers_from_torchscript(text); }),
-            "cannot load TorchScript file " + text +
-                ": PytorchStreamReader failed reading zip archive: not a ZIP archive");
+            "cannot load TorchScript file " + text + ": it is not a TorchScript file (not even a zip archive); save "
+            "the model with torch.jit.script(model).save(PATH)");
+  // What Python's torch.save writes (a state_dict, or the data file given as the model).
+  const std::string saved = dir.path + "/state.pt";
+  const std::vector<char> bytes = torch::pickle_save(c10::IValue(at::ones({2})));
+  std::ofstream(saved, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  EXPECT_EQ(error_of([&] { layers_from_torchscript(saved); }),
+            "cannot load TorchScript file " + saved + ": it is a torch.save file (a state_dict or data?), not "
+            "TorchScript; save the model with torch.jit.script(model).save(PATH)");
   EXPECT_EQ(error_of([&] { layers_from_torchscript(leaf); }),
             "cannot use TorchScript file " + leaf + ": __torch__.Leaf has no child modules; tpipe's layers are the "
             "children of an nn.Sequential or of a module that applies its children in order");
