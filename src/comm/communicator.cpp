@@ -7,28 +7,10 @@
 #include <cstdlib>
 
 #include "communicator_impl.h"
+#include "tpipe/comm/rank_env.h"
 
 namespace tpipe {
 namespace {
-
-std::string env_or_throw(const char* name) {
-  const char* v = std::getenv(name);
-  if (!v || !*v)
-    throw ConfigError(std::string(name) +
-                      " is not set: start the ranks with `tpipe run -n N -- PROGRAM` (or torchrun, mpirun, Slurm)");
-  return v;
-}
-
-int env_int(const char* name) {
-  const std::string v = env_or_throw(name);
-  try {
-    std::size_t used = 0;
-    const int x = std::stoi(v, &used);
-    if (used == v.size()) return x;
-  } catch (const std::exception&) {
-  }
-  throw ConfigError(std::string(name) + "='" + v + "' is not a whole number");
-}
 
 bool is_loopback(const std::string& addr) { return addr == "localhost" || addr.rfind("127.", 0) == 0; }
 
@@ -67,10 +49,9 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
 }
 
 std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options) {
-  const int rank = env_int("RANK");
-  const int world = env_int("WORLD_SIZE");
-  const std::string addr = env_or_throw("MASTER_ADDR");
-  const int port = env_int("MASTER_PORT");
+  const RankEnv e = rank_env(process_env());
+  const int rank = e.rank, world = e.world_size, port = e.master_port;
+  const std::string& addr = e.master_addr;
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(port);
   so.isServer = rank == 0;
@@ -83,7 +64,10 @@ std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options)
     throw CommError(Where{rank}.prefix() + "cannot reach the rendezvous at " + addr + ":" + std::to_string(port) +
                     (rank == 0 ? " (is the port in use?)" : " (did rank 0 start?)") + ": " + e.what());
   }
-  return std::make_unique<Communicator>(rank, world, store, options, is_loopback(addr) ? "127.0.0.1" : "");
+  // Gloo binds to the address this machine reaches the master by (on a machine with several
+  // interfaces, the one routed toward the other nodes), unless GLOO_SOCKET_IFNAME names one.
+  return std::make_unique<Communicator>(rank, world, store, options,
+                                        is_loopback(addr) ? "127.0.0.1" : local_address_toward(addr));
 }
 
 Communicator::~Communicator() {

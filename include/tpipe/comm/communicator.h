@@ -36,7 +36,8 @@ struct CommOptions {
 
 class Communicator {
  public:
-  // torchrun-style rendezvous through a TCPStore: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT.
+  // Rendezvous through a TCPStore at the master, who this rank is read from its launcher's
+  // variables: torchrun's (tpipe run's), Slurm's or Open MPI's (rank_env.h).
   static std::unique_ptr<Communicator> from_env(const CommOptions& options = {});
 
   // Ranks sharing an existing store (e.g. threads of one process sharing a c10d::HashStore).
