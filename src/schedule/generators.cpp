@@ -33,6 +33,7 @@ Schedule gpipe_schedule(int stages, int microbatches) {
   check_sizes("gpipe", stages, microbatches);
   Schedule s = empty_schedule("gpipe", stages, microbatches);
   for (int st = 0; st < stages; ++st) {
+    s.ranks[st].reserve(2 * static_cast<std::size_t>(microbatches));
     for (int mb = 0; mb < microbatches; ++mb) s.ranks[st].push_back({st, Op::Forward, mb});
     for (int mb = 0; mb < microbatches; ++mb) s.ranks[st].push_back({st, Op::Backward, mb});
   }
@@ -44,6 +45,7 @@ Schedule one_f_one_b_schedule(int stages, int microbatches) {
   Schedule s = empty_schedule("1f1b", stages, microbatches);
   for (int st = 0; st < stages; ++st) {
     auto& list = s.ranks[st];
+    list.reserve(2 * static_cast<std::size_t>(microbatches));
     const int warmup = std::min(stages - 1 - st, microbatches);
     int next_f = 0, next_b = 0;
     while (next_f < warmup) list.push_back({st, Op::Forward, next_f++});
@@ -67,6 +69,7 @@ Schedule zb_h1_schedule(int stages, int microbatches) {
   s.name = "zb-h1";
   for (int st = 0; st < stages; ++st) {
     std::vector<Action> list;
+    list.reserve(3 * static_cast<std::size_t>(microbatches));
     for (const Action& a : s.ranks[st]) {
       list.push_back(a);
       if (a.op == Op::Backward && a.mb >= st) list.push_back({st, Op::Weight, a.mb - st});
@@ -109,6 +112,7 @@ Schedule interleaved_1f1b_schedule(int ranks, int chunks, int microbatches) {
     // to wrap around (v = 1) the warm-up is 1F1B's p-1-r.
     const int warmup = std::min(total, v == 1 ? p - 1 - r : (v - 1) * first + 2 * (p - 1 - r));
     auto& list = s.ranks[r];
+    list.reserve(2 * static_cast<std::size_t>(total));
     int f = 0, b = 0;
     auto forward = [&] { list.push_back({fwd[f].first * p + r, Op::Forward, fwd[f].second}), ++f; };
     auto backward = [&] { list.push_back({bwd[b].first * p + r, Op::Backward, bwd[b].second}), ++b; };
@@ -165,46 +169,50 @@ Schedule from_file(const std::string& path, int ranks, int microbatches, int chu
   return s;
 }
 
-}  // namespace
+// `what` is planned up to `most` stage micro-batches (`why` says what a larger plan would cost).
+void check_size(int ranks, int v, int microbatches, long long most, const char* what, const char* why) {
+  const double size = static_cast<double>(ranks) * v * microbatches;  // no overflow
+  if (ranks >= 1 && microbatches >= 1 && size > static_cast<double>(most))
+    throw ConfigError(std::to_string(ranks) + " ranks x " + std::to_string(v) + (v == 1 ? " stage" : " stages") +
+                      " x " + std::to_string(microbatches) + " micro-batches is more than " + what + " (at most " +
+                      std::to_string(most) + " stage micro-batches" + why + ")");
+}
 
-Schedule make_schedule(const std::string& name, int ranks, int microbatches, int chunks) {
+Schedule generate(const std::string& name, int ranks, int microbatches, int chunks, long long most,
+                  const char* what, const char* why) {
   if (chunks < 0)
     throw ConfigError("stages per rank must be >= 1 (or 0 for the schedule's default), got " + std::to_string(chunks));
   const int v = chunks == 0 ? default_chunks(name) : chunks;
-  const double size = static_cast<double>(ranks) * v * microbatches;  // no overflow
-  if (ranks >= 1 && microbatches >= 1 && size > static_cast<double>(kMaxStageMicrobatches))
-    throw ConfigError(std::to_string(ranks) + " ranks x " + std::to_string(v) + (v == 1 ? " stage" : " stages") +
-                      " x " + std::to_string(microbatches) + " micro-batches is more than a schedule is planned for (" +
-                      "at most " + std::to_string(kMaxStageMicrobatches) +
-                      " stage micro-batches, a few seconds of planning)");
+  check_size(ranks, v, microbatches, most, what, why);
   const bool one_per_rank = name == "naive" || name == "gpipe" || name == "1f1b" || name == "zb-h1";
   if (one_per_rank && v != 1)
     throw ConfigError("the " + name + " schedule runs one stage per rank; for " + std::to_string(v) +
                       " stages per rank use interleaved-1f1b or zb-v");
   if (name == "zb-v" && v != 2)
     throw ConfigError("the zb-v schedule runs exactly 2 stages per rank (a V), got " + std::to_string(v));
-  Schedule compute;
-  if (name == "naive") {
-    compute = naive_schedule(ranks, microbatches);
-  } else if (name == "gpipe") {
-    compute = gpipe_schedule(ranks, microbatches);
-  } else if (name == "1f1b") {
-    compute = one_f_one_b_schedule(ranks, microbatches);
-  } else if (name == "zb-h1") {
-    compute = zb_h1_schedule(ranks, microbatches);
-  } else if (name == "interleaved-1f1b") {
-    compute = interleaved_1f1b_schedule(ranks, v, microbatches);
-  } else if (name == "zb-v") {
-    compute = zb_v_schedule(ranks, microbatches);
-  } else if (std::error_code ec; std::filesystem::is_directory(name, ec)) {
+  if (name == "naive") return naive_schedule(ranks, microbatches);
+  if (name == "gpipe") return gpipe_schedule(ranks, microbatches);
+  if (name == "1f1b") return one_f_one_b_schedule(ranks, microbatches);
+  if (name == "zb-h1") return zb_h1_schedule(ranks, microbatches);
+  if (name == "interleaved-1f1b") return interleaved_1f1b_schedule(ranks, v, microbatches);
+  if (name == "zb-v") return zb_v_schedule(ranks, microbatches);
+  if (std::error_code ec; std::filesystem::is_directory(name, ec))
     throw ConfigError("the schedule file " + name + " is a directory");
-  } else if (std::ifstream(name).good()) {
-    compute = from_file(name, ranks, microbatches, chunks);
-  } else {
-    std::string known;
-    for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
-    throw ConfigError("unknown schedule '" + name + "'; known schedules: " + known + ", or a file of actions");
-  }
+  if (std::ifstream(name).good()) return from_file(name, ranks, microbatches, chunks);
+  std::string known;
+  for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
+  throw ConfigError("unknown schedule '" + name + "'; known schedules: " + known + ", or a file of actions");
+}
+
+}  // namespace
+
+Schedule compute_schedule(const std::string& name, int ranks, int microbatches, int chunks) {
+  return generate(name, ranks, microbatches, chunks, kMaxComputeStageMicrobatches, "the simulator plans", "");
+}
+
+Schedule make_schedule(const std::string& name, int ranks, int microbatches, int chunks) {
+  const Schedule compute = generate(name, ranks, microbatches, chunks, kMaxStageMicrobatches,
+                                    "a schedule is planned for", ", a few seconds of planning");
   Schedule full = insert_comms(compute);
   validate(full);
   return full;

@@ -128,6 +128,7 @@ SimResult simulate(const Schedule& s, const Costs& costs) {
     res.bubble_per_rank.push_back(res.makespan > 0 ? idle_r / res.makespan : 0.0);
   }
   res.bubble = res.makespan > 0 ? idle / (R * res.makespan) : 0.0;
+  res.end_per_rank = clock;
   return res;
 }
 

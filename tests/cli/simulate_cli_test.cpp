@@ -168,3 +168,53 @@ TEST(TrainCli, HelpExplainsEveryFlag) {
 }
 
 }  // namespace
+
+namespace {
+
+// Beyond what is drawn, the plan is simulated from its compute actions and summarised; the JSON
+// says what it leaves out.
+TEST(SimulateCli, PlansAtScaleAsASummary) {
+  const auto out = tpipe("simulate --schedule 1f1b --stages 1024 --microbatches 8192");
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("makespan 27645, bubble 11.1% (ideal (p-1)/(m+p-1) = 11.1%)\n"
+                          "bubble per rank 11.1% to 11.1%; peak in-flight at most 1024 (rank 0)\nplanned in "),
+            std::string::npos)
+      << out.text;
+  EXPECT_NE(out.text.find(" from 16777216 compute actions\n(the per-rank table, the grid, --svg and --json's actions "
+                          "are left out: they are for plans up to 262144 stage micro-batches, this one has 8388608)"),
+            std::string::npos)
+      << out.text;
+  const auto j = nlohmann::json::parse(tpipe("simulate --schedule zb-h1 -p 512 -m 1024 --json").text);
+  EXPECT_EQ(j["makespan"].get<double>(), 3.0 * 1024 + 511);
+  EXPECT_FALSE(j.contains("actions"));
+  EXPECT_EQ(j["left_out"], "the per-rank table, the grid, --svg and --json's actions are left out: they are for plans "
+                           "up to 262144 stage micro-batches, this one has 524288");
+  EXPECT_EQ(j["peak_inflight_per_rank"].size(), 512u);
+  const auto svg = tpipe("simulate -p 1024 -m 512 --svg big.svg");
+  EXPECT_EQ(svg.status, 1);
+  EXPECT_EQ(svg.text.rfind("tpipe simulate: --svg: the per-rank table", 0), 0u) << svg.text;
+}
+
+// With --dp each pipeline rank all-reduces its stages' gradients in a ring over the replicas once
+// its part of the pipeline is done: 2(n-1) latency + 2(n-1)/n bytes/bandwidth.
+TEST(SimulateCli, DataParallelAddsTheRingAllReduce) {
+  const auto j = nlohmann::json::parse(
+      tpipe("simulate -p 4 -m 8 --costs 0.01,0.02 --dp 4 --grad-bytes 1e9 --bandwidth 1.25e10 --latency 5e-6 --json")
+          .text);
+  const double allreduce = 2.0 * 3 * 5e-6 + 2.0 * 3 / 4 * (1e9 / 4) / 1.25e10;  // 30.03 ms
+  EXPECT_DOUBLE_EQ(j["makespan"].get<double>(), 0.33);                          // 11 slots of F + B
+  EXPECT_DOUBLE_EQ(j["dp"]["allreduce_s"].get<double>(), allreduce);
+  EXPECT_DOUBLE_EQ(j["dp"]["step_s"].get<double>(), 0.33 + allreduce) << "rank 0 ends last, then reduces";
+  EXPECT_DOUBLE_EQ(j["dp"]["allreduce_share"].get<double>(), allreduce / (0.33 + allreduce));
+  EXPECT_EQ(j["dp"]["ranks"], 16);
+  // 16,384 ranks: 64 stages x 256 replicas.
+  const auto big = tpipe("simulate -p 64 -m 256 --costs 0.004,0.008 --dp 256 --grad-bytes 2.8e10");
+  ASSERT_EQ(big.status, 0) << big.text;
+  EXPECT_NE(big.text.find("data parallel: 256 replicas, 16384 ranks; ring all-reduce of 4.375e+08 bytes a stage at "
+                          "1.25e+10 bytes/s, 5 us a step: 72.3 ms at most\nstep 3.9 s: pipeline 3.83 s, all-reduce "
+                          "not hidden 1.9% of the step (rank 0 ends it)"),
+            std::string::npos)
+      << big.text;
+}
+
+}  // namespace

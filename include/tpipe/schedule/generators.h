@@ -86,6 +86,8 @@ int default_chunks(const std::string& name);
 
 // The largest schedule make_schedule plans: ranks x stages per rank x micro-batches.
 constexpr long long kMaxStageMicrobatches = 1 << 18;
+// The largest compute_schedule plans (for simulate_compute, compute_sim.h).
+constexpr long long kMaxComputeStageMicrobatches = 1 << 24;
 
 // Generator by name for `ranks` ranks with `chunks` stages each (0: default_chunks(name)), or a
 // schedule file (schedule_file.h) when `name` is a readable file; with sends/receives inserted
@@ -94,5 +96,10 @@ constexpr long long kMaxStageMicrobatches = 1 << 18;
 // ranks or m < 1, chunks < 0, chunks > 1 for a one-stage-per-rank schedule, zb-v with chunks other
 // than 2, a schedule larger than kMaxStageMicrobatches; ScheduleError for a file that is malformed or would deadlock.
 Schedule make_schedule(const std::string& name, int ranks, int microbatches, int chunks = 0);
+
+// The same generator's compute actions only (F, B, W; no messages, no end of step), not
+// validated: what simulate_compute replays at scales make_schedule refuses, up to
+// kMaxComputeStageMicrobatches. The same ConfigErrors, with that limit.
+Schedule compute_schedule(const std::string& name, int ranks, int microbatches, int chunks = 0);
 
 }  // namespace tpipe

@@ -39,6 +39,7 @@ struct SimResult {
   std::vector<double> busy_per_rank;
   std::vector<double> bubble_per_rank;       // idle_r / makespan
   std::vector<int> peak_inflight_per_rank;
+  std::vector<double> end_per_rank;          // when each rank's last action ends
   std::vector<std::vector<TimedAction>> timeline;  // rank -> every action with its times
 };
 

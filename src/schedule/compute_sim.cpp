@@ -1,0 +1,140 @@
+// The compute-only simulator (see compute_sim.h). Event driven: a rank runs its list until an
+// action's input is missing, then waits; finishing an action wakes the one rank that consumes it.
+// Every action is visited once.
+#include "tpipe/schedule/compute_sim.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "tpipe/error.h"
+
+namespace tpipe {
+namespace {
+
+constexpr double kNotYet = -1;
+
+struct Replay {
+  const Schedule& s;
+  const Costs& c;
+  const int S, M;
+  std::vector<double> f_end, b_end;  // [stage * M + mb]: when it ended, kNotYet before
+  std::vector<double> cost_f, cost_b, cost_w;  // by stage
+
+  Replay(const Schedule& sched, const Costs& costs)
+      : s(sched), c(costs), S(sched.num_stages()), M(sched.num_microbatches) {
+    const auto cells = static_cast<std::size_t>(S) * static_cast<std::size_t>(M);
+    f_end.assign(cells, kNotYet);
+    b_end.assign(cells, kNotYet);
+    auto by_stage = [&](const std::vector<double>& v, double fallback) {
+      std::vector<double> out(S, fallback);
+      for (int st = 0; st < S && st < static_cast<int>(v.size()); ++st) out[st] = v[st];
+      return out;
+    };
+    cost_f = by_stage(c.forward_by_stage, c.forward);
+    cost_b = by_stage(c.backward_by_stage, c.backward);
+    cost_w = by_stage(c.weight_by_stage, c.weight);
+  }
+
+  std::size_t cell(int stage, int mb) const {
+    return static_cast<std::size_t>(stage) * static_cast<std::size_t>(M) + static_cast<std::size_t>(mb);
+  }
+
+  // The stage whose action an action waits for (-1: none), with the end time table it is in.
+  int producer(const Action& a, const std::vector<double>*& table) const {
+    if (a.op == Op::Forward && a.stage > 0) return table = &f_end, a.stage - 1;
+    if (a.op == Op::Backward && a.stage < S - 1) return table = &b_end, a.stage + 1;
+    return -1;
+  }
+};
+
+void check_compute_only(const Schedule& s) {
+  if (s.num_microbatches < 1 || s.num_stages() < 1) throw ScheduleError("an empty schedule has nothing to simulate");
+  for (int r = 0; r < s.num_ranks(); ++r)
+    for (const Action& a : s.ranks[r]) {
+      if (!is_compute(a.op)) continue;
+      if (a.stage < 0 || a.stage >= s.num_stages() || s.rank_of(a.stage) != r || a.mb < 0 ||
+          a.mb >= s.num_microbatches)
+        throw ScheduleError("rank " + std::to_string(r) + " lists " + to_string(a) +
+                            ", which is not one of its stages' micro-batches");
+    }
+}
+
+}  // namespace
+
+SimResult simulate_compute(const Schedule& s, const Costs& costs) {
+  check_compute_only(s);
+  Replay p(s, costs);
+  const int R = s.num_ranks();
+  SimResult res;
+  res.busy_per_rank.assign(R, 0.0);
+  res.peak_inflight_per_rank.assign(R, 0);
+  std::vector<std::size_t> next(R, 0);
+  std::vector<double> clock(R, 0.0);
+  std::vector<int> inflight(R, 0);
+  std::vector<char> waiting(R, 0);
+  std::vector<int> ready(R);
+  for (int r = 0; r < R; ++r) ready[r] = R - 1 - r;  // rank 0 first
+  while (!ready.empty()) {
+    const int r = ready.back();
+    ready.pop_back();
+    waiting[r] = 0;
+    const auto& list = s.ranks[r];
+    for (; next[r] < list.size(); ++next[r]) {
+      const Action& a = list[next[r]];
+      if (!is_compute(a.op)) continue;
+      double start = clock[r];
+      const std::vector<double>* table = nullptr;
+      if (const int from = p.producer(a, table); from >= 0) {
+        const double end = (*table)[p.cell(from, a.mb)];
+        if (end == kNotYet) {
+          waiting[r] = 1;  // woken by the producer's rank
+          break;
+        }
+        start = std::max(start, end + (s.rank_of(from) != r ? costs.comm : 0.0));
+      }
+      const double cost = a.op == Op::Forward ? p.cost_f[a.stage] : a.op == Op::Backward ? p.cost_b[a.stage]
+                                                                                           : p.cost_w[a.stage];
+      clock[r] = start + cost;
+      res.busy_per_rank[r] += cost;
+      if (a.op == Op::Forward) {
+        p.f_end[p.cell(a.stage, a.mb)] = clock[r];
+        res.peak_inflight_per_rank[r] = std::max(res.peak_inflight_per_rank[r], ++inflight[r]);
+      } else if (a.op == Op::Backward) {
+        p.b_end[p.cell(a.stage, a.mb)] = clock[r];
+        --inflight[r];
+      }
+      // The one rank that consumes this action's output may be waiting for exactly it.
+      const int consumer_stage = a.op == Op::Forward ? a.stage + 1 : a.op == Op::Backward ? a.stage - 1 : -1;
+      if (consumer_stage >= 0 && consumer_stage < p.S) {
+        const int q = s.rank_of(consumer_stage);
+        if (q != r && waiting[q]) {
+          const Action& w = s.ranks[q][next[q]];
+          if (w.stage == consumer_stage && w.mb == a.mb && w.op == a.op) waiting[q] = 0, ready.push_back(q);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    if (next[r] < s.ranks[r].size()) {
+      const Action& a = s.ranks[r][next[r]];
+      const std::vector<double>* table = nullptr;
+      const int from = p.producer(a, table);
+      throw ScheduleError("deadlock in " + (s.name.empty() ? std::string("schedule") : s.name + " schedule") +
+                          ": no rank can proceed; rank " + std::to_string(r) + " waits at " + to_string(a) +
+                          " for " + to_string(Action{from, a.op, a.mb}) + " on rank " +
+                          std::to_string(s.rank_of(from)));
+    }
+  res.makespan = *std::max_element(clock.begin(), clock.end());
+  double idle = 0;
+  for (int r = 0; r < R; ++r) {
+    const double idle_r = res.makespan - res.busy_per_rank[r];
+    idle += idle_r;
+    res.bubble_per_rank.push_back(res.makespan > 0 ? idle_r / res.makespan : 0.0);
+  }
+  res.bubble = res.makespan > 0 ? idle / (R * res.makespan) : 0.0;
+  res.end_per_rank = clock;
+  return res;
+}
+
+}  // namespace tpipe
