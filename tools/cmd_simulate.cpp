@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "tpipe/error.h"
 #include "tpipe/util/files.h"
+#include "tpipe/util/huge_heap.h"
 #include "tpipe/schedule/compute_sim.h"
 #include "tpipe/schedule/dp_cost.h"
 #include "tpipe/schedule/generators.h"
@@ -150,6 +151,8 @@ int simulate_main(int argc, char** argv) {
   const int v = virtual_stages == 0 ? default_chunks(schedule) : virtual_stages;
   const double size = static_cast<double>(ranks) * v * microbatches;
   const bool readable = size <= static_cast<double>(kMaxStageMicrobatches);
+  if (!readable && size <= static_cast<double>(kMaxComputeStageMicrobatches))
+    reserve_huge_heap(static_cast<std::size_t>(size) * 3 * sizeof(Action) + (64u << 20));  // up to 3 actions each
   const Schedule s = readable ? make_schedule(schedule, ranks, microbatches, virtual_stages)
                               : compute_schedule(schedule, ranks, microbatches, virtual_stages);
   bool split = false;
