@@ -14,6 +14,7 @@ packages=(
   librsvg2-bin                             # rsvg-convert, to check SVG output
   bible-kjv                                # corpus for the main job
   python3-torch                            # PyTorch: writes test files and computes reference losses
+  iproute2                                 # ip netns: the two-machine test on one machine
 )
 
 missing=()

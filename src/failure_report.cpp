@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "launch_parts.h"
+#include "tpipe/comm/peer_loss.h"
 #include "tpipe/launcher.h"
 
 namespace tpipe {
@@ -66,6 +67,19 @@ int first_failure(const std::vector<RankFailure>& failures) {
     }
   }
   return best;
+}
+
+std::string remote_node_note(const std::vector<std::string>& reasons, int nnodes, int nproc, int node_rank) {
+  if (nnodes < 2 || nproc < 1) return "";
+  for (const std::string& why : reasons) {
+    const auto peer = lost_peer(why);
+    if (!peer || *peer < 0 || *peer >= nnodes * nproc || *peer / nproc == node_rank) continue;
+    const int node = *peer / nproc;
+    return "; rank " + std::to_string(*peer) + " is on node " + std::to_string(node) + " (ranks " +
+           std::to_string(node * nproc) + " to " + std::to_string(node * nproc + nproc - 1) +
+           "): that node died, failed or cannot be reached";
+  }
+  return "";
 }
 
 }  // namespace tpipe

@@ -339,6 +339,10 @@ class Job {
                                        : "exit status " + std::to_string(res.exit_code)) +
                       "); " + (after.size() == 1 ? "rank " : "ranks ") + rank_list(after) + " failed after it";
       }
+      std::vector<std::string> reasons{res.reason};
+      for (const Rank* r : failed)
+        if (const auto report = failure_dir_.read(r->global); report && r != &first) reasons.push_back(report->what);
+      res.message += remote_node_note(reasons, o_.nnodes, o_.nproc, o_.node_rank);
     } else if (interrupted_by_ != 0) {
       res.exit_code = 128 + interrupted_by_;
       res.message = "interrupted by " + signal_text(interrupted_by_);

@@ -125,6 +125,8 @@ int train_main(int argc, char** argv) {
       "stop | skip: a NaN or infinite loss or gradient norm stops the run (naming the step), or skips that step");
   opt("--timeout", &TrainConfig::timeout, "seconds a rank waits for another before the run fails naming it");
   app.add_option("--config", config_file, "JSON file with the same keys (seq_len, ...); flags override it");
+  NodeFlags nodes;
+  add_node_flags(app, nodes);
   app.add_option("--worker", worker, "(internal) run one rank with this JSON config")->group("");
   try {
     app.parse(argc, argv);
@@ -165,18 +167,14 @@ int train_main(int argc, char** argv) {
   // So does a checkpoint this run cannot continue, or one with a damaged file.
   const auto lock = prepare_run_directories("tpipe train", checkpoint_to_resume(c), c.out, checkpoint_root(c));
 
-  LaunchOptions lo;
-  lo.nproc = c.stages * c.dp;  // check_train_config bounds the product
-  check_launch_size(lo.nproc, 1, 0, usable_cores());
-  const RankTuning tuning = tune_local_ranks(lo.nproc);
-  lo.env = tuning.set;
-  lo.cpus = tuning.cpus;
+  std::string tuning_line;
+  LaunchOptions lo = node_launch(nodes, c.stages * c.dp, tuning_line);  // the config bounds the product
   lo.command = {"/proc/self/exe", "train", "--worker", to_json(c).dump()};
   std::printf("tpipe train: GPT %d blocks x %d wide, %d stages x %d %s, %s, %d micro-batches of %d x %d "
               "characters, %d steps\n",
               c.layers, c.dim, c.stages, c.dp, c.dp == 1 ? "replica" : "replicas", c.schedule.c_str(),
               c.microbatches, c.microbatch_size, c.seq_len, c.steps);
-  std::printf("ranks: %s\n", tuning.line.c_str());
+  std::printf("ranks: %s\n", tuning_line.c_str());
   std::fflush(stdout);
   nlohmann::json summary;
   if (const int code = launch_worker_ranks("tpipe train", lo, summary); code != 0) return code;

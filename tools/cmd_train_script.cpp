@@ -89,6 +89,8 @@ int train_script_main(int argc, char** argv) {
   opt("--on-nonfinite", c.on_nonfinite, "stop | skip a step whose loss or gradient norm is not finite");
   opt("--export", c.export_path, "write the trained model as one TorchScript file");
   opt("--timeout", c.timeout, "seconds a rank waits for another before the run fails naming it");
+  NodeFlags nodes;
+  add_node_flags(app, nodes);
   app.add_option("--worker", worker, "(internal) run one rank with this JSON config")->group("");
   try {
     app.parse(argc, argv);
@@ -102,18 +104,14 @@ int train_script_main(int argc, char** argv) {
   }
   check_script_config(c);
   const auto lock = prepare_run_directories("tpipe train-script", checkpoint_to_resume(c), c.out, checkpoint_root(c));
-  LaunchOptions lo;
-  lo.nproc = c.stages * c.dp;
-  check_launch_size(lo.nproc, 1, 0, usable_cores());
-  const RankTuning tuning = tune_local_ranks(lo.nproc);
-  lo.env = tuning.set;
-  lo.cpus = tuning.cpus;
+  std::string tuning_line;
+  LaunchOptions lo = node_launch(nodes, c.stages * c.dp, tuning_line);  // the config bounds the product
   lo.command = {"/proc/self/exe", "train-script", "--model", c.model, "--data", c.data,
                 "--worker", nlohmann::json(c).dump()};
   std::printf("tpipe train-script: %s on %s, %d %s x %d %s, %s, %d micro-batches, %d steps\n", c.model.c_str(),
               c.data.c_str(), c.stages, c.stages == 1 ? "stage" : "stages", c.dp, c.dp == 1 ? "replica" : "replicas",
               c.schedule.c_str(), c.microbatches, c.steps);
-  std::printf("ranks: %s\n", tuning.line.c_str());
+  std::printf("ranks: %s\n", tuning_line.c_str());
   std::fflush(stdout);
   nlohmann::json summary;
   if (const int code = launch_worker_ranks("tpipe train-script", lo, summary); code != 0) return code;

@@ -107,10 +107,50 @@ int launch_worker_ranks(const std::string& command, const LaunchOptions& lo, nlo
   });
   bar.done();
   if (r.exit_code != 0) std::cerr << command << ": " << r.message << std::endl;
+  if (r.exit_code == 0 && lo.node_rank != 0)
+    std::cout << command << ": node " << lo.node_rank << "'s ranks " << lo.node_rank * lo.nproc << " to "
+              << (lo.node_rank + 1) * lo.nproc - 1 << " finished; node 0 shows the summary" << std::endl;
   return r.exit_code;
 }
 
 // The measured peaks per rank: the largest, and every rank's when there are few.
+void add_node_flags(CLI::App& app, NodeFlags& f) {
+  const char* group = "More than one machine";
+  app.add_option("--nnodes", f.nnodes, "machines in the job; run the command on each, with its --node-rank")
+      ->capture_default_str()->group(group);
+  app.add_option("--node-rank", f.node_rank, "this machine's index in [0, nnodes)")->capture_default_str()->group(group);
+  app.add_option("--nproc-per-node", f.nproc_per_node, "ranks on each machine (0: stages x dp / nnodes)")
+      ->capture_default_str()->group(group);
+  app.add_option("--master-addr", f.master_addr, "address of node 0, where rank 0 listens")
+      ->capture_default_str()->group(group);
+  app.add_option("--master-port", f.master_port, "port rank 0 listens on; 0 picks a free one (one machine only)")
+      ->capture_default_str()->group(group);
+}
+
+LaunchOptions node_launch(const NodeFlags& f, int ranks, std::string& tuning_line) {
+  LaunchOptions lo;
+  lo.nnodes = f.nnodes;
+  lo.node_rank = f.node_rank;
+  lo.master_addr = f.master_addr;
+  lo.master_port = f.master_port;
+  if (f.nnodes < 1) throw ConfigError("--nnodes must be at least 1, got " + std::to_string(f.nnodes));
+  lo.nproc = f.nproc_per_node > 0 ? f.nproc_per_node : ranks / f.nnodes;
+  if (static_cast<long long>(lo.nproc) * f.nnodes != ranks)
+    throw ConfigError("--stages x --dp = " + std::to_string(ranks) + " ranks do not fill --nnodes " +
+                      std::to_string(f.nnodes) + " x --nproc-per-node " +
+                      (f.nproc_per_node > 0 ? std::to_string(f.nproc_per_node) : std::string("(any)")) +
+                      ": every machine runs the same number of ranks");
+  if (f.nnodes > 1 && f.master_port == 0)
+    throw ConfigError("--nnodes " + std::to_string(f.nnodes) + " needs --master-port: every machine must know where " +
+                      "rank 0 listens");
+  check_launch_size(lo.nproc, lo.nnodes, lo.node_rank, usable_cores());
+  const RankTuning tuning = tune_local_ranks(lo.nproc);
+  lo.env = tuning.set;
+  lo.cpus = tuning.cpus;
+  tuning_line = tuning.line;
+  return lo;
+}
+
 std::unique_ptr<DirectoryLock> prepare_run_directories(const std::string& command,
                                                        const std::optional<std::string>& resume,
                                                        const std::string& out, const std::string& checkpoint_root) {

@@ -6,6 +6,7 @@
 // The launcher prefixes each line with "[rank 0] ".
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <functional>
@@ -43,6 +44,22 @@ int run_worker_rank(const std::string& command, double timeout_s,
 // every other line through, and fills `summary` from the SUMMARY line. Returns the exit code
 // (having printed "<command>: <why>" when it is not 0).
 int launch_worker_ranks(const std::string& command, const LaunchOptions& lo, nlohmann::json& summary);
+
+// Command side: where a training command's ranks run when they span several machines, torchrun's
+// way (run the command once per node with the same flags but --node-rank).
+struct NodeFlags {
+  int nnodes = 1, node_rank = 0;
+  int nproc_per_node = 0;  // 0: the job's ranks / nnodes
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;     // 0: a free port (one node only)
+};
+void add_node_flags(CLI::App& app, NodeFlags& f);
+
+// This node's part of a job of `ranks` ranks: the launch options (local ranks, node, master, and
+// the BLAS kernel, threads and cores tune_local_ranks chose for the local ranks), checked before
+// anything starts (ConfigError: ranks that do not fill the nodes, a node rank out of range, more
+// local ranks than this machine runs). `tuning_line` says what was tuned.
+LaunchOptions node_launch(const NodeFlags& f, int ranks, std::string& tuning_line);
 
 // Command side, before any rank starts: a checkpoint to resume with a damaged file is a ConfigError
 // (naming it), the run's directories (`out`, the checkpoint root unless "") are created, and `out`

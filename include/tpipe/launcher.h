@@ -112,4 +112,9 @@ struct RankFailure {
 // reaped. -1 when `failures` is empty. Pure.
 int first_failure(const std::vector<RankFailure>& failures);
 
+// With several nodes: when one of the failed ranks' reports (`reasons`, first failure first) says
+// that it lost a peer on another node (peer_loss.h), "; rank K is on node N (ranks A to B): that
+// node died, failed or cannot be reached"; otherwise "". Nodes hold `nproc` ranks each. Pure.
+std::string remote_node_note(const std::vector<std::string>& reasons, int nnodes, int nproc, int node_rank);
+
 }  // namespace tpipe

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "communicator_impl.h"
 #include "tpipe/comm/rank_env.h"
@@ -13,6 +14,37 @@ namespace tpipe {
 namespace {
 
 bool is_loopback(const std::string& addr) { return addr == "localhost" || addr.rfind("127.", 0) == 0; }
+
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// Every rank marks its arrival in the store, then waits until all have, so that ranks (or a whole
+// node) that never come are named after the timeout instead of failing Gloo's rendezvous with a
+// bare "Socket Timeout". `local` is the ranks per node (LOCAL_WORLD_SIZE), 0 when not known.
+void roll_call(c10d::Store& store, const RankEnv& e, int local, std::chrono::milliseconds timeout) {
+  const std::string key = "tpipe/arrived/";
+  store.set(key + std::to_string(e.rank), std::vector<std::uint8_t>{1});
+  store.add("tpipe/arrivals", 1);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (store.add("tpipe/arrivals", 0) < e.world_size) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::string missing, nodes;
+      int count = 0, last_node = -1;
+      for (int r = 0; r < e.world_size; ++r) {
+        if (store.check({key + std::to_string(r)})) continue;
+        missing += (count++ ? ", " : "") + std::to_string(r);
+        if (local > 0 && r / local != last_node)
+          nodes += (nodes.empty() ? "" : ", ") + std::to_string(last_node = r / local);
+      }
+      if (count == 0) return;  // the last one arrived just now
+      throw CommError(Where{e.rank}.prefix() + "rendezvous of " + std::to_string(e.world_size) + " ranks at " +
+                      e.master_addr + ":" + std::to_string(e.master_port) + ": " + (count == 1 ? "rank " : "ranks ") +
+                      missing + (nodes.empty() ? "" : " (node" + std::string(nodes.find(',') != std::string::npos ? "s " : " ") + nodes + ")") +
+                      " never arrived within " + c10::str(timeout.count() / 1000.0) +
+                      " s: not started, or they cannot reach it");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 
 }  // namespace
 
@@ -37,7 +69,7 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
     impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, opts);
   } catch (const std::exception& e) {
     throw CommError(Where{rank}.prefix() + "rendezvous of " + std::to_string(world_size) +
-                    " ranks failed (did every rank start?): " + e.what());
+                    " ranks failed (did every rank start?): " + first_line(e.what()));
   }
   // Gloo's constructor returns once this rank's connections are up, possibly before a peer's
   // are: a rank that failed right after it would break the peer's rendezvous. The barrier ends
@@ -56,13 +88,28 @@ std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options)
   so.port = static_cast<std::uint16_t>(port);
   so.isServer = rank == 0;
   so.numWorkers = world;
+  so.waitWorkers = false;  // the roll call below waits, and names who is missing
   so.timeout = options.timeout;
   c10::intrusive_ptr<c10d::Store> store;
   try {
     store = c10::make_intrusive<c10d::TCPStore>(addr, so);
   } catch (const std::exception& e) {
     throw CommError(Where{rank}.prefix() + "cannot reach the rendezvous at " + addr + ":" + std::to_string(port) +
-                    (rank == 0 ? " (is the port in use?)" : " (did rank 0 start?)") + ": " + e.what());
+                    (rank == 0 ? " (is the port in use?)" : " (did rank 0 start?)") + ": " + first_line(e.what()));
+  }
+  const auto local = process_env()("LOCAL_WORLD_SIZE");
+  int per_node = 0;
+  try {
+    per_node = local ? std::stoi(*local) : 0;
+  } catch (const std::exception&) {
+  }
+  try {
+    roll_call(*store, e, per_node > 0 && world % per_node == 0 ? per_node : 0, options.timeout);
+  } catch (const CommError&) {
+    throw;
+  } catch (const std::exception& x) {
+    throw CommError(Where{rank}.prefix() + "the rendezvous at " + addr + ":" + std::to_string(port) +
+                    " went away (rank 0, which holds it, failed or ended): " + first_line(x.what()));
   }
   // Gloo binds to the address this machine reaches the master by (on a machine with several
   // interfaces, the one routed toward the other nodes), unless GLOO_SOCKET_IFNAME names one.

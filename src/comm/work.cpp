@@ -3,6 +3,8 @@
 
 #include <cstdio>
 
+#include "tpipe/comm/peer_loss.h"
+
 namespace tpipe::detail {
 namespace {
 
@@ -21,11 +23,10 @@ bool timed_out(const std::string& message) {
 
 // Why a wait failed: a silent peer, or a reset or closed connection for one that died.
 std::string explain(const std::string& gloo_message, int peer, std::chrono::milliseconds timeout) {
-  const std::string who = peer >= 0 ? "rank " + std::to_string(peer) : "a peer rank";
   if (timed_out(gloo_message))
-    return who + " sent nothing for " + seconds(timeout) +
+    return (peer >= 0 ? peer_silent_text(peer) : "a peer rank sent nothing for ") + seconds(timeout) +
            " (hung, or its schedule does not match this one); the timeout is set by CommOptions::timeout";
-  return who + " closed the connection (it died or failed)";
+  return peer >= 0 ? peer_closed_text(peer) : "a peer rank closed the connection (it died or failed)";
 }
 
 }  // namespace

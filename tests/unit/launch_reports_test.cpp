@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "tpipe/error.h"
+#include "tpipe/comm/peer_loss.h"
 #include "tpipe/launcher.h"
 
 namespace tpipe {
@@ -124,3 +125,22 @@ TEST(FailureReport, RankWritesItsFirstFailureOnly) {
 
 }  // namespace
 }  // namespace tpipe
+
+namespace {
+
+// A node that dies shows on the others as their ranks losing peers: the launcher names that node.
+TEST(RemoteNodeNote, NamesTheNodeOfALostPeer) {
+  const std::string closed = "[rank 1 | stage 0 | mb 4 | 0B4] receiving the gradient of mb 4 from rank 2 failed: " +
+                             tpipe::peer_closed_text(2) + " [gloo: ...]";
+  EXPECT_EQ(tpipe::remote_node_note({closed}, 2, 2, 0),
+            "; rank 2 is on node 1 (ranks 2 to 3): that node died, failed or cannot be reached");
+  const std::string silent = "[rank 0] ... failed: " + tpipe::peer_silent_text(7) + "10 s (hung, ...)";
+  EXPECT_EQ(tpipe::remote_node_note({"no peer named here", silent}, 4, 2, 0),
+            "; rank 7 is on node 3 (ranks 6 to 7): that node died, failed or cannot be reached");
+  EXPECT_EQ(tpipe::remote_node_note({closed}, 1, 4, 0), "") << "one node: nothing to add";
+  EXPECT_EQ(tpipe::remote_node_note({"... " + tpipe::peer_closed_text(1)}, 2, 2, 0), "") << "a peer on this node";
+  EXPECT_EQ(tpipe::remote_node_note({"rank 12 closed"}, 2, 2, 0), "");
+  EXPECT_EQ(tpipe::lost_peer("from rank 2 failed: " + tpipe::peer_closed_text(3)), 3) << "the phrase, not any rank";
+}
+
+}  // namespace
