@@ -41,8 +41,9 @@ example: configure
 
 # The peers need Debian's python3-torch, which install-deps.sh installs with the rest.
 bench: configure
-	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli tpipe_bench tpipe_checkpoint_bench tpipe_balance_bench tpipe_simulate_bench
+	cmake --build $(BUILD) -j $(JOBS) --target tpipe_cli tpipe_bench tpipe_checkpoint_bench tpipe_balance_bench tpipe_simulate_bench tpipe_depth_bench
 	$(BUILD)/bench/tpipe_simulate_bench
+	$(BUILD)/bench/tpipe_depth_bench --tpipe $(BUILD)/tools/tpipe
 	$(BUILD)/bench/tpipe_bench --tpipe $(BUILD)/tools/tpipe
 	$(BUILD)/bench/tpipe_checkpoint_bench
 	$(BUILD)/bench/tpipe_balance_bench --tpipe $(BUILD)/tools/tpipe
