@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <vector>
 
 #include "children.h"
@@ -49,27 +50,36 @@ nlohmann::json run_pipe(int microbatches, int steps) {
   return {{"rank", comm->rank()}, {"step_s", median(times)}};
 }
 
-nlohmann::json run_pingpong(int rounds) {
-  auto comm = tpipe::Communicator::from_env();
-  const int me = comm->rank(), peer = 1 - me;
+// One way of a message, from a ping-pong of `rounds` round trips. Each round uses micro-batch
+// `mb(i)`: a new one each time (every message's shapes unknown to the receiver until its header
+// arrives), or the same one (as in training, where step k's micro-batch j has the shapes of step
+// k-1's, so the data receive is posted with the header's).
+double pingpong(tpipe::Communicator& comm, int rounds, const std::function<int(int)>& mb) {
+  const int me = comm.rank(), peer = 1 - me;
   const tpipe::Where where{me};
   const tpipe::Payload one{torch::ones({1})};
-  comm->world().all_gather(std::int64_t{me}, "ping-pong start");  // both ranks ready
+  comm.world().all_gather(std::int64_t{me}, "ping-pong start");  // both ranks ready
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < rounds; ++i) {
     if (me == 0) {
-      auto back = comm->post_recv(peer, tpipe::wire::Kind::Gradient, i);
-      comm->send(one, peer, tpipe::wire::Kind::Activation, i, 0, 0, where);
-      comm->wait_recv(*back, where);
+      auto back = comm.post_recv(peer, tpipe::wire::Kind::Gradient, mb(i));
+      comm.send(one, peer, tpipe::wire::Kind::Activation, mb(i), 0, 0, where);
+      comm.wait_recv(*back, where);
     } else {
-      auto in = comm->post_recv(peer, tpipe::wire::Kind::Activation, i);
-      comm->wait_recv(*in, where);
-      comm->send(one, peer, tpipe::wire::Kind::Gradient, i, 0, 1, where);
+      auto in = comm.post_recv(peer, tpipe::wire::Kind::Activation, mb(i));
+      comm.wait_recv(*in, where);
+      comm.send(one, peer, tpipe::wire::Kind::Gradient, mb(i), 0, 1, where);
     }
   }
-  comm->wait_sends();
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return {{"rank", me}, {"one_way_us", s / (2.0 * rounds) * 1e6}};
+  comm.wait_sends();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / (2.0 * rounds) * 1e6;
+}
+
+nlohmann::json run_pingpong(int rounds) {
+  auto comm = tpipe::Communicator::from_env();
+  const double fresh = pingpong(*comm, rounds, [](int i) { return 1000 + i; });
+  const double repeated = pingpong(*comm, rounds, [](int) { return 0; });
+  return {{"rank", comm->rank()}, {"fresh_us", fresh}, {"repeated_us", repeated}};
 }
 
 }  // namespace
@@ -91,8 +101,9 @@ int main(int argc, char** argv) {
   const std::string self = bench::self_path(argv[0]);
   const auto latency = bench::run_child(tpipe_bin + " run -n 2 -- " + self + " --mode pingpong --rounds " +
                                         std::to_string(rounds));
-  std::printf("message one way, 2 ranks (ping-pong of a 1-float payload): %.1f us\n",
-              latency->front()["one_way_us"].get<double>());
+  std::printf("message one way, 2 ranks (ping-pong of a 1-float payload): %.0f us with the shapes known "
+              "(as from the second step on), %.0f us without\n",
+              latency->front()["repeated_us"].get<double>(), latency->front()["fresh_us"].get<double>());
   std::printf("%6s %6s %10s %12s %16s %14s\n", "ranks", "m", "step ms", "messages", "critical actions",
               "us per action");
   for (int p : {2, 4, 8, 16}) {
