@@ -20,8 +20,11 @@ std::string first_line(const std::string& text) { return text.substr(0, text.fin
 // Every rank marks its arrival in the store, then waits until all have, so that ranks (or a whole
 // node) that never come are named after the timeout instead of failing Gloo's rendezvous with a
 // bare "Socket Timeout". `local` is the ranks per node (LOCAL_WORLD_SIZE), 0 when not known.
-void roll_call(c10d::Store& store, const RankEnv& e, int local, std::chrono::milliseconds timeout) {
+void roll_call(c10d::Store& store, const RankEnv& e, int local, std::chrono::milliseconds timeout,
+               const std::string& host) {
   const std::string key = "tpipe/arrived/";
+  // Where each rank is, before it counts as arrived: a failure can then be traced to a host.
+  store.set(detail::kHostKey + std::to_string(e.rank), std::vector<std::uint8_t>(host.begin(), host.end()));
   store.set(key + std::to_string(e.rank), std::vector<std::uint8_t>{1});
   store.add("tpipe/arrivals", 1);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -77,6 +80,10 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
   impl_->wait(*impl_->pg->barrier(), Where{rank}, "rendezvous barrier", -1);
   std::vector<int> all(world_size);
   for (int r = 0; r < world_size; ++r) all[r] = r;
+  try {  // from_env put every rank's host in the store
+    impl_->hosts_known = store->check({detail::kHostKey + std::to_string(rank)});
+  } catch (const std::exception&) {
+  }
   impl_->world_group = impl_->make_group("world", all, impl_->pg, "arrived/world");
 }
 
@@ -97,6 +104,9 @@ std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options)
     throw CommError(Where{rank}.prefix() + "cannot reach the rendezvous at " + addr + ":" + std::to_string(port) +
                     (rank == 0 ? " (is the port in use?)" : " (did rank 0 start?)") + ": " + first_line(e.what()));
   }
+  // Gloo binds to the address this machine reaches the master by (on a machine with several
+  // interfaces, the one routed toward the other nodes), unless GLOO_SOCKET_IFNAME names one.
+  const std::string host = is_loopback(addr) ? "127.0.0.1" : local_address_toward(addr);
   const auto local = process_env()("LOCAL_WORLD_SIZE");
   int per_node = 0;
   try {
@@ -104,17 +114,14 @@ std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options)
   } catch (const std::exception&) {
   }
   try {
-    roll_call(*store, e, per_node > 0 && world % per_node == 0 ? per_node : 0, options.timeout);
+    roll_call(*store, e, per_node > 0 && world % per_node == 0 ? per_node : 0, options.timeout, host);
   } catch (const CommError&) {
     throw;
   } catch (const std::exception& x) {
     throw CommError(Where{rank}.prefix() + "the rendezvous at " + addr + ":" + std::to_string(port) +
                     " went away (rank 0, which holds it, failed or ended): " + first_line(x.what()));
   }
-  // Gloo binds to the address this machine reaches the master by (on a machine with several
-  // interfaces, the one routed toward the other nodes), unless GLOO_SOCKET_IFNAME names one.
-  return std::make_unique<Communicator>(rank, world, store, options,
-                                        is_loopback(addr) ? "127.0.0.1" : local_address_toward(addr));
+  return std::make_unique<Communicator>(rank, world, store, options, host);
 }
 
 Communicator::~Communicator() {

@@ -67,6 +67,7 @@ struct Communicator::Impl {
   int world;
   std::chrono::milliseconds timeout;
   c10::intrusive_ptr<c10d::Store> store;
+  bool hosts_known = false;  // every rank's host address is in the store (detail::kHostKey)
   c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
   std::unique_ptr<Group> world_group;
@@ -129,6 +130,7 @@ struct Communicator::Impl {
     if (ranks.size() > 1) {
       g->pg = std::move(group_pg);
       g->roll = c10::make_intrusive<c10d::PrefixStore>(roll, store);
+      if (hosts_known) g->hosts = store, g->world = world;
     }
     return std::make_unique<Group>(std::move(g));
   }

@@ -28,7 +28,14 @@ struct Roll {
   std::string key;                        // this collective's, "<count>/"
   std::vector<int> members;               // global ranks
   int me = -1;
+  // The job's own store, where each rank's host address is kept under kHostKey + rank (set at the
+  // rendezvous), and the world size: a failure whose peer is unknown (a collective of more than
+  // two) is traced to a rank on the host Gloo names. Null: not known (ranks as threads).
+  c10::intrusive_ptr<c10d::Store> hosts;
+  int world = 0;
 };
+
+constexpr const char* kHostKey = "tpipe/host/";
 
 // wait_work for a collective: after `mark_after` of waiting it marks this member arrived; on a
 // timeout it names the members that did not arrive.
