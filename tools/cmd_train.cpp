@@ -174,12 +174,7 @@ int train_main(int argc, char** argv) {
               "characters, %d steps\n",
               c.layers, c.dim, c.stages, c.dp, c.dp == 1 ? "replica" : "replicas", c.schedule.c_str(),
               c.microbatches, c.microbatch_size, c.seq_len, c.steps);
-  std::printf("ranks: %s\n", tuning_line.c_str());
-  std::fflush(stdout);
-  nlohmann::json summary;
-  if (const int code = launch_worker_ranks("tpipe train", lo, summary); code != 0) return code;
-  if (!summary.is_null()) print_summary(summary, c);
-  return 0;
+  return run_training_command("tpipe train", lo, tuning_line, [&](const nlohmann::json& s) { print_summary(s, c); });
 }
 
 }  // namespace tpipe::cli

@@ -111,12 +111,7 @@ int train_script_main(int argc, char** argv) {
   std::printf("tpipe train-script: %s on %s, %d %s x %d %s, %s, %d micro-batches, %d steps\n", c.model.c_str(),
               c.data.c_str(), c.stages, c.stages == 1 ? "stage" : "stages", c.dp, c.dp == 1 ? "replica" : "replicas",
               c.schedule.c_str(), c.microbatches, c.steps);
-  std::printf("ranks: %s\n", tuning_line.c_str());
-  std::fflush(stdout);
-  nlohmann::json summary;
-  if (const int code = launch_worker_ranks("tpipe train-script", lo, summary); code != 0) return code;
-  if (!summary.is_null()) print_summary(summary, c);
-  return 0;
+  return run_training_command("tpipe train-script", lo, tuning_line, [&](const nlohmann::json& s) { print_summary(s, c); });
 }
 
 }  // namespace tpipe::cli

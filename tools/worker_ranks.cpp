@@ -114,6 +114,16 @@ int launch_worker_ranks(const std::string& command, const LaunchOptions& lo, nlo
 }
 
 // The measured peaks per rank: the largest, and every rank's when there are few.
+int run_training_command(const std::string& command, const LaunchOptions& lo, const std::string& tuning_line,
+                         const std::function<void(const nlohmann::json&)>& print_summary) {
+  std::printf("ranks: %s\n", tuning_line.c_str());
+  std::fflush(stdout);
+  nlohmann::json summary;
+  if (const int code = launch_worker_ranks(command, lo, summary); code != 0) return code;
+  if (!summary.is_null()) print_summary(summary);
+  return 0;
+}
+
 void add_node_flags(CLI::App& app, NodeFlags& f) {
   const char* group = "More than one machine";
   app.add_option("--nnodes", f.nnodes, "machines in the job; run the command on each, with its --node-rank")

@@ -73,6 +73,11 @@ std::unique_ptr<DirectoryLock> prepare_run_directories(const std::string& comman
 void print_memory(const std::vector<std::int64_t>& activations, const std::vector<std::int64_t>& memory,
                   const std::string& checkpoint);
 
+// Command side, once the header is printed: prints "ranks: <tuning_line>", starts the ranks
+// (launch_worker_ranks) and hands rank 0's SUMMARY to `print_summary`. Returns the exit code.
+int run_training_command(const std::string& command, const LaunchOptions& lo, const std::string& tuning_line,
+                         const std::function<void(const nlohmann::json&)>& print_summary);
+
 struct RunFiles {
   std::string out, trace, timeline, metrics;  // as the flags: "" is OUT/<default name>, "-" none
 };

@@ -141,15 +141,7 @@ SimResult simulate_compute(const Schedule& s, const Costs& costs) {
                           " for " + to_string(Action{from, a.op, a.mb}) + " on rank " +
                           std::to_string(s.rank_of(from)));
     }
-  res.makespan = *std::max_element(clock.begin(), clock.end());
-  double idle = 0;
-  for (int r = 0; r < R; ++r) {
-    const double idle_r = res.makespan - res.busy_per_rank[r];
-    idle += idle_r;
-    res.bubble_per_rank.push_back(res.makespan > 0 ? idle_r / res.makespan : 0.0);
-  }
-  res.bubble = res.makespan > 0 ? idle / (R * res.makespan) : 0.0;
-  res.end_per_rank = clock;
+  finish_result(res, std::move(clock));
   return res;
 }
 

@@ -78,6 +78,20 @@ std::vector<Dep> dependencies(const Schedule& s, const Action& a) {
 
 }  // namespace
 
+void finish_result(SimResult& res, std::vector<double> end_per_rank) {
+  const int R = static_cast<int>(end_per_rank.size());
+  res.makespan = R > 0 ? *std::max_element(end_per_rank.begin(), end_per_rank.end()) : 0.0;
+  double idle = 0;
+  res.bubble_per_rank.clear();
+  for (int r = 0; r < R; ++r) {
+    const double idle_r = res.makespan - res.busy_per_rank[r];
+    idle += idle_r;
+    res.bubble_per_rank.push_back(res.makespan > 0 ? idle_r / res.makespan : 0.0);
+  }
+  res.bubble = res.makespan > 0 ? idle / (R * res.makespan) : 0.0;
+  res.end_per_rank = std::move(end_per_rank);
+}
+
 SimResult simulate(const Schedule& s, const Costs& costs) {
   check_structure(s);
   const int R = s.num_ranks();
@@ -120,15 +134,7 @@ SimResult simulate(const Schedule& s, const Costs& costs) {
   for (int r = 0; r < R; ++r)
     if (next[r] < s.ranks[r].size()) report_deadlock(s, next, done);
 
-  res.makespan = *std::max_element(clock.begin(), clock.end());
-  double idle = 0;
-  for (int r = 0; r < R; ++r) {
-    const double idle_r = res.makespan - res.busy_per_rank[r];
-    idle += idle_r;
-    res.bubble_per_rank.push_back(res.makespan > 0 ? idle_r / res.makespan : 0.0);
-  }
-  res.bubble = res.makespan > 0 ? idle / (R * res.makespan) : 0.0;
-  res.end_per_rank = clock;
+  finish_result(res, std::move(clock));
   return res;
 }
 

@@ -43,6 +43,10 @@ struct SimResult {
   std::vector<std::vector<TimedAction>> timeline;  // rank -> every action with its times
 };
 
+// Completes a result whose busy_per_rank is filled: each rank's end is `end_per_rank`, the
+// makespan the latest, and the bubbles follow (both simulators end this way).
+void finish_result(SimResult& r, std::vector<double> end_per_rank);
+
 // Checks the structure, then replays. Throws ScheduleError on a malformed schedule or deadlock.
 SimResult simulate(const Schedule& s, const Costs& costs = {});
 
