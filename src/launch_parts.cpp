@@ -1,9 +1,10 @@
-// The relay of a rank's output, the failure-report directory and the launcher's signals (see
-// launch_parts.h).
+// The relay of a rank's output, the failure-report directory, the launcher's signals and the words
+// for how a rank ended (see launch_parts.h).
 #include "launch_parts.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,6 +107,18 @@ std::optional<FailureReport> FailureDir::read(int rank) const {
   for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0 && text.size() < 65536;) text.append(buf, n);
   close(fd);
   return parse_failure_report(text);
+}
+
+bool succeeded(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+int exit_code_of(int status) { return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status); }
+
+std::string signal_text(int sig) { return "signal " + std::to_string(sig) + " (" + strsignal(sig) + ")"; }
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
+  return out;
 }
 
 }  // namespace tpipe::detail

@@ -1,6 +1,6 @@
-// Private to the launcher (launcher.cpp): the parts of a launch that are not the job itself: the
-// relay of a rank's output lines, the directory where ranks leave their failure reports, and the
-// signals the launcher catches while it runs.
+// Private to the launcher (launcher.cpp): the parts of a launch that are not the job itself: how a
+// rank's end is told, the relay of a rank's output lines, the directory where ranks leave their
+// failure reports, and the signals the launcher catches while it runs.
 #pragma once
 
 #include <signal.h>
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tpipe/launcher.h"
 
@@ -16,6 +17,13 @@ namespace tpipe::detail {
 // The clock of failure reports: CLOCK_MONOTONIC is one clock for all processes of a machine and
 // does not jump when the wall clock is set.
 std::int64_t monotonic_ns();
+
+// How a rank's end is told: a wait status that is success, the exit code the job takes from it
+// (128 + signal when killed), "signal 9 (Killed)", and "0, 2, 3".
+bool succeeded(int status);
+int exit_code_of(int status);
+std::string signal_text(int sig);
+std::string rank_list(const std::vector<int>& ranks);
 
 // One output stream of one rank; a partial line waits in `pending` for its newline or EOF.
 struct Stream {

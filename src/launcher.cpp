@@ -37,19 +37,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using detail::FailureDir;
+using detail::exit_code_of;
 using detail::pump;
+using detail::rank_list;
+using detail::signal_text;
+using detail::succeeded;
 using detail::SignalGuard;
 using detail::Stream;
 
 std::string sys_error(const std::string& what) { return what + ": " + std::strerror(errno); }
-
-
-
-std::string rank_list(const std::vector<int>& ranks) {
-  std::string out;
-  for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
-  return out;
-}
 
 std::vector<char*> c_strings(std::vector<std::string>& strings) {
   std::vector<char*> out;
@@ -68,12 +64,6 @@ struct Rank {
   int reap_order = -1;         // 0 for the first rank reaped, ...
   bool stopped = false;        // still running when the launcher started stopping the job
 };
-
-bool succeeded(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
-
-int exit_code_of(int status) { return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status); }
-
-std::string signal_text(int sig) { return "signal " + std::to_string(sig) + " (" + strsignal(sig) + ")"; }
 
 // The running ranks. The destructor kills and reaps any rank still running (after a fork failure
 // or a sink that throws), so that no rank ever outlives launch().
