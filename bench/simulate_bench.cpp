@@ -18,9 +18,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// As tpipe simulate does for a plan of this size, with room for ZB's three actions per stage
-// micro-batch.
-void reserve_huge_heap_for_plans() { tpipe::reserve_huge_heap(1024ull * 8192 * 3 * sizeof(tpipe::Action) + (64u << 20)); }
 
 }  // namespace
 
@@ -31,7 +28,7 @@ int main() {
     const char* name;
     int ranks, chunks;
   };
-  reserve_huge_heap_for_plans();
+  tpipe::reserve_huge_heap(tpipe::compute_schedule_bytes(1024ll * m));  // as tpipe simulate does
   std::printf("planning at scale: %d micro-batches; seconds of the first plan, and the best of 3\n", m);
   std::printf("%-18s %6s %6s %12s %9s %9s %9s %9s %8s\n", "schedule", "ranks", "stages", "actions", "generate",
               "simulate", "first", "best", "bubble");

@@ -66,12 +66,14 @@ std::string number(double x) {
 }
 
 // "4 stages" with one stage per rank; "8 stages on 4 ranks (rank 0: 0 4, rank 1: 1 5, ...)"
-// when ranks hold several.
+// when ranks hold several: every rank up to 8, else the first three and the last.
 std::string placement(const Schedule& s) {
   std::string out = std::to_string(s.num_stages()) + (s.num_stages() == 1 ? " stage" : " stages");
   if (s.num_stages() == s.num_ranks()) return out;
   out += " on " + std::to_string(s.num_ranks()) + (s.num_ranks() == 1 ? " rank (" : " ranks (");
-  for (int r = 0; r < s.num_ranks(); ++r) {
+  const int R = s.num_ranks();
+  for (int r = 0; r < R; ++r) {
+    if (R > 8 && r == 3) out += ", ...", r = R - 1;
     out += (r == 0 ? "rank " : ", rank ") + std::to_string(r) + ":";
     for (int st : s.stages_of(r)) out += " " + std::to_string(st);
   }
@@ -152,7 +154,7 @@ int simulate_main(int argc, char** argv) {
   const double size = static_cast<double>(ranks) * v * microbatches;
   const bool readable = size <= static_cast<double>(kMaxStageMicrobatches);
   if (!readable && size <= static_cast<double>(kMaxComputeStageMicrobatches))
-    reserve_huge_heap(static_cast<std::size_t>(size) * 3 * sizeof(Action) + (64u << 20));  // up to 3 actions each
+    reserve_huge_heap(compute_schedule_bytes(static_cast<long long>(size)));
   const Schedule s = readable ? make_schedule(schedule, ranks, microbatches, virtual_stages)
                               : compute_schedule(schedule, ranks, microbatches, virtual_stages);
   bool split = false;

@@ -1,6 +1,15 @@
-// The `tpipe` command: dispatches to a subcommand; turns any error into one line and exit 1.
+// The `tpipe` command. Planning and launching need no LibTorch, and loading it costs most of a
+// second, so this front answers `run` and `simulate` itself and hands every other command to its
+// LibTorch half, `tpipe-torch` beside it, by exec (same arguments, same process). Any error
+// becomes one line and exit 1.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "tpipe/error.h"
@@ -20,6 +29,19 @@ const char* kUsage =
     "  plan        the best layouts of tpipe train's GPT on N ranks:  tpipe plan --ranks 4 --memory-per-rank 2GiB\n"
     "Run `tpipe COMMAND --help` for the options of a command.\n";
 
+// Replaces this process with `tpipe-torch`, found next to this program, with the same arguments.
+[[noreturn]] void exec_torch_half(char** argv) {
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
+  const std::string half = (self.parent_path() / "tpipe-torch").string();
+  std::vector<char*> args(argv, argv + 1);
+  while (*++argv) args.push_back(*argv);
+  args.push_back(nullptr);
+  args[0] = const_cast<char*>(half.c_str());
+  execv(half.c_str(), args.data());
+  throw tpipe::Error("cannot start " + half + " (the LibTorch half of tpipe, built and installed with it): " +
+                     std::strerror(errno));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -31,15 +53,10 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "run") return tpipe::cli::run_main(argc - 1, argv + 1);
     if (cmd == "simulate") return tpipe::cli::simulate_main(argc - 1, argv + 1);
-    if (cmd == "train") return tpipe::cli::train_main(argc - 1, argv + 1);
-    if (cmd == "doctor") return tpipe::cli::doctor_main(argc - 1, argv + 1);
-    if (cmd == "checkpoint") return tpipe::cli::checkpoint_main(argc - 1, argv + 1);
-    if (cmd == "partition") return tpipe::cli::partition_main(argc - 1, argv + 1);
-    if (cmd == "plan") return tpipe::cli::plan_main(argc - 1, argv + 1);
-    if (cmd == "train-script") return tpipe::cli::train_script_main(argc - 1, argv + 1);
+    if (tpipe::cli::is_torch_command(cmd)) exec_torch_half(argv);
   } catch (const std::exception& e) {
-    // When this process is a rank (tpipe train's workers are), the launcher learns when it failed,
-    // so that it blames this rank rather than a peer that failed because of it.
+    // When this process is a rank (of another tpipe run), the launcher learns when it failed, so
+    // that it blames this rank rather than a peer that failed because of it.
     tpipe::report_rank_failure(e.what());
     std::cerr << "tpipe " << cmd << ": " << e.what() << "\n";
     return 1;

@@ -38,7 +38,6 @@ bool parse_int(std::string_view s, int& out) {
 
 }  // namespace
 
-bool is_compute(Op op) { return op == Op::Forward || op == Op::Backward || op == Op::Weight; }
 
 bool is_comm(Op op) {
   return op == Op::SendAct || op == Op::RecvAct || op == Op::SendGrad || op == Op::RecvGrad;

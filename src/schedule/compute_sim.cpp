@@ -64,22 +64,18 @@ struct Replay {
   }
 };
 
-void check_compute_only(const Schedule& s) {
-  if (s.num_microbatches < 1 || s.num_stages() < 1) throw ScheduleError("an empty schedule has nothing to simulate");
-  for (int r = 0; r < s.num_ranks(); ++r)
-    for (const Action& a : s.ranks[r]) {
-      if (!is_compute(a.op)) continue;
-      if (a.stage < 0 || a.stage >= s.num_stages() || s.rank_of(a.stage) != r || a.mb < 0 ||
-          a.mb >= s.num_microbatches)
-        throw ScheduleError("rank " + std::to_string(r) + " lists " + to_string(a) +
-                            ", which is not one of its stages' micro-batches");
-    }
+// Throws unless compute action `a`, listed by rank r, is one of r's stages' micro-batches.
+void check_listed(const Schedule& s, int r, const Action& a) {
+  if (a.stage < 0 || a.stage >= s.num_stages() || s.stage_rank[a.stage] != r || a.mb < 0 ||
+      a.mb >= s.num_microbatches)
+    throw ScheduleError("rank " + std::to_string(r) + " lists " + to_string(a) +
+                        ", which is not one of its stages' micro-batches");
 }
 
 }  // namespace
 
 SimResult simulate_compute(const Schedule& s, const Costs& costs) {
-  check_compute_only(s);
+  if (s.num_microbatches < 1 || s.num_stages() < 1) throw ScheduleError("an empty schedule has nothing to simulate");
   Replay p(s, costs);
   const int R = s.num_ranks();
   SimResult res;
@@ -88,26 +84,32 @@ SimResult simulate_compute(const Schedule& s, const Costs& costs) {
   std::vector<std::size_t> next(R, 0);
   std::vector<double> clock(R, 0.0);
   std::vector<int> inflight(R, 0);
-  std::vector<char> waiting(R, 0);
+  // What a blocked rank waits for: 2 x the producer's cell, + 1 for a backward; -1 if not blocked.
+  // Kept here rather than read from the rank's list, which is far away in memory.
+  std::vector<std::int64_t> waits_for(R, -1);
+  auto key = [&](Op op, int stage, int mb) {
+    return static_cast<std::int64_t>(p.cell(stage, mb)) * 2 + (op == Op::Backward ? 1 : 0);
+  };
   std::vector<int> ready(R);
   for (int r = 0; r < R; ++r) ready[r] = R - 1 - r;  // rank 0 first
   while (!ready.empty()) {
     const int r = ready.back();
     ready.pop_back();
-    waiting[r] = 0;
+    waits_for[r] = -1;
     const auto& list = s.ranks[r];
     for (; next[r] < list.size(); ++next[r]) {
       const Action& a = list[next[r]];
       if (!is_compute(a.op)) continue;
+      check_listed(s, r, a);
       double start = clock[r];
       const std::vector<double>* table = nullptr;
       if (const int from = p.producer(a, table); from >= 0) {
         const double end = (*table)[p.cell(from, a.mb)];
         if (end == kNotYet) {
-          waiting[r] = 1;  // woken by the producer's rank
+          waits_for[r] = key(a.op, from, a.mb);  // woken by the producer's rank
           break;
         }
-        start = std::max(start, end + (s.rank_of(from) != r ? costs.comm : 0.0));
+        start = std::max(start, end + (s.stage_rank[from] != r ? costs.comm : 0.0));
       }
       const double cost = a.op == Op::Forward ? p.cost_f[a.stage] : a.op == Op::Backward ? p.cost_b[a.stage]
                                                                                            : p.cost_w[a.stage];
@@ -123,11 +125,8 @@ SimResult simulate_compute(const Schedule& s, const Costs& costs) {
       // The one rank that consumes this action's output may be waiting for exactly it.
       const int consumer_stage = a.op == Op::Forward ? a.stage + 1 : a.op == Op::Backward ? a.stage - 1 : -1;
       if (consumer_stage >= 0 && consumer_stage < p.S) {
-        const int q = s.rank_of(consumer_stage);
-        if (q != r && waiting[q]) {
-          const Action& w = s.ranks[q][next[q]];
-          if (w.stage == consumer_stage && w.mb == a.mb && w.op == a.op) waiting[q] = 0, ready.push_back(q);
-        }
+        const int q = s.stage_rank[consumer_stage];
+        if (q != r && waits_for[q] == key(a.op, a.stage, a.mb)) waits_for[q] = -1, ready.push_back(q);
       }
     }
   }

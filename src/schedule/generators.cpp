@@ -210,6 +210,10 @@ Schedule compute_schedule(const std::string& name, int ranks, int microbatches, 
   return generate(name, ranks, microbatches, chunks, kMaxComputeStageMicrobatches, "the simulator plans", "");
 }
 
+std::size_t compute_schedule_bytes(long long stage_microbatches) {
+  return static_cast<std::size_t>(stage_microbatches) * 8 * sizeof(Action) + (64u << 20);
+}
+
 Schedule make_schedule(const std::string& name, int ranks, int microbatches, int chunks) {
   const Schedule compute = generate(name, ranks, microbatches, chunks, kMaxStageMicrobatches,
                                     "a schedule is planned for", ", a few seconds of planning");

@@ -1,5 +1,4 @@
 // ZB-V (see generators.h): two stages per rank in a V, laid out by a list scheduler.
-#include <deque>
 #include <vector>
 
 #include "generator_parts.h"
@@ -27,79 +26,96 @@ namespace {
 class ZbvBuilder {
  public:
   ZbvBuilder(int p, int m) : p_(p), m_(m), S_(2 * p) {
-    fwd_done_.assign(S_, std::vector<int>(m_, -1));
-    bwd_done_ = fwd_done_;
     next_f_.assign(S_, 0);
     next_b_.assign(S_, 0);
+    seen_f_.assign(S_, 0);
+    seen_b_.assign(S_, 0);
     inflight_.assign(p_, 0);
-    deferred_w_.resize(p_);
+    deferred_.assign(p_, 0);
+    oldest_b_.assign(p_, 0);
   }
 
   std::vector<std::vector<Action>> run() {
-    std::vector<std::vector<Action>> lists(p_);
+    lists_.resize(p_);
+    for (auto& l : lists_) l.reserve(6 * static_cast<std::size_t>(m_));  // 2 stages x (F, B, W) x m
+    std::vector<int> moved;  // ranks that acted in this time step
     for (int left = 3 * S_ * m_, t = 0; left > 0; ++t) {
-      bool moved = false;
+      moved.clear();
       for (int r = 0; r < p_; ++r) {
         Action a;
-        if (!pick(r, t, a)) continue;
-        lists[r].push_back(a);
-        record(r, t, a);
-        moved = true;
-        --left;
+        if (!pick(r, a)) continue;
+        record(r, a);
+        moved.push_back(r);
       }
-      if (!moved) throw ScheduleError("zb-v: the list scheduler stalled at time " + std::to_string(t) + " for p = " +
-                                      std::to_string(p_) + ", m = " + std::to_string(m_));
+      if (moved.empty()) throw ScheduleError("zb-v: the list scheduler stalled at time " + std::to_string(t) +
+                                             " for p = " + std::to_string(p_) + ", m = " + std::to_string(m_));
+      left -= static_cast<int>(moved.size());
+      // What started at t ends at t + 1: only now do the other ranks see it.
+      for (int r : moved) {
+        const Action& a = lists_[r].back();
+        if (a.op == Op::Forward) seen_f_[a.stage] = next_f_[a.stage];
+        if (a.op == Op::Backward) seen_b_[a.stage] = next_b_[a.stage];
+      }
     }
-    return lists;
+    return std::move(lists_);
   }
 
  private:
-  // Whether something that ends at `end` is usable at time t (actions started at t end at t+1).
-  static bool by(int end, int t) { return end >= 0 && end <= t; }
-
-  bool forward_ready(int st, int t) const {
+  // Each stage runs its forwards and its backwards in micro-batch order, so "micro-batch mb of
+  // stage st is done" is "more than mb of them are", counted up to the previous time step.
+  bool forward_ready(int st) const {
     const int mb = next_f_[st];
-    return mb < m_ && (st == 0 || by(fwd_done_[st - 1][mb], t));
+    return mb < m_ && (st == 0 || mb < seen_f_[st - 1]);
   }
-  bool backward_ready(int st, int t) const {
+  bool backward_ready(int st) const {
     const int mb = next_b_[st];
-    return mb < m_ && by(fwd_done_[st][mb], t) && (st == S_ - 1 || by(bwd_done_[st + 1][mb], t));
+    return mb < m_ && mb < seen_f_[st] && (st == S_ - 1 || mb < seen_b_[st + 1]);
+  }
+  // The oldest deferred W of rank r: its B's run W's in their own order.
+  Action oldest_w(int r) const {
+    const Action& b = lists_[r][oldest_b_[r]];
+    return {b.stage, Op::Weight, b.mb};
   }
 
-  bool pick(int r, int t, Action& a) const {
+  bool pick(int r, Action& a) const {
     const int c0 = r, c1 = S_ - 1 - r;
-    const auto& w = deferred_w_[r];
-    if (static_cast<int>(w.size()) >= 2 * p_) return a = w.front(), true;
-    const bool b0 = backward_ready(c0, t), b1 = backward_ready(c1, t);
+    if (deferred_[r] >= 2 * p_) return a = oldest_w(r), true;
+    const bool b0 = backward_ready(c0), b1 = backward_ready(c1);
     if (b0 || b1) {
       const int st = b0 && b1 ? (next_b_[c0] < next_b_[c1] ? c0 : c1) : (b0 ? c0 : c1);
       return a = {st, Op::Backward, next_b_[st]}, true;
     }
-    if (forward_ready(c1, t) && inflight_[r] + 1 <= 2 * p_) return a = {c1, Op::Forward, next_f_[c1]}, true;
-    if (forward_ready(c0, t) && inflight_[r] + 1 <= 2 * p_ - 1) return a = {c0, Op::Forward, next_f_[c0]}, true;
-    if (!w.empty()) return a = w.front(), true;
+    if (forward_ready(c1) && inflight_[r] + 1 <= 2 * p_) return a = {c1, Op::Forward, next_f_[c1]}, true;
+    if (forward_ready(c0) && inflight_[r] + 1 <= 2 * p_ - 1) return a = {c0, Op::Forward, next_f_[c0]}, true;
+    if (deferred_[r] > 0) return a = oldest_w(r), true;
     return false;
   }
 
-  void record(int r, int t, const Action& a) {
+  void record(int r, const Action& a) {
+    auto& list = lists_[r];
+    list.push_back(a);
     switch (a.op) {
       case Op::Forward:
-        fwd_done_[a.stage][a.mb] = t + 1, ++next_f_[a.stage], ++inflight_[r];
+        ++next_f_[a.stage], ++inflight_[r];
         break;
       case Op::Backward:
-        bwd_done_[a.stage][a.mb] = t + 1, ++next_b_[a.stage], --inflight_[r];
-        deferred_w_[r].push_back({a.stage, Op::Weight, a.mb});
+        ++next_b_[a.stage], --inflight_[r];
+        if (deferred_[r]++ == 0) oldest_b_[r] = list.size() - 1;
         break;
       default:
-        deferred_w_[r].pop_front();
+        if (--deferred_[r] > 0)
+          while (list[++oldest_b_[r]].op != Op::Backward) {
+          }
     }
   }
 
   int p_, m_, S_;
-  std::vector<std::vector<int>> fwd_done_, bwd_done_;  // [stage][mb] -> end time, -1 before
-  std::vector<int> next_f_, next_b_;                   // per stage: next micro-batch
-  std::vector<int> inflight_;                          // per rank: F done, B not yet
-  std::vector<std::deque<Action>> deferred_w_;         // per rank: B done, W not yet
+  std::vector<std::vector<Action>> lists_;  // per rank: what it runs, in order
+  std::vector<int> next_f_, next_b_;        // per stage: how many forwards / backwards are scheduled
+  std::vector<int> seen_f_, seen_b_;        // per stage: how many ended before this time step
+  std::vector<int> inflight_;               // per rank: F done, B not yet
+  std::vector<int> deferred_;               // per rank: B done, W not yet
+  std::vector<std::size_t> oldest_b_;       // per rank: where in its list the B of its oldest deferred W is
 };
 
 }  // namespace

@@ -41,7 +41,7 @@ struct Action {
   friend bool operator!=(const Action& a, const Action& b) { return !(a == b); }
 };
 
-bool is_compute(Op op);    // F, B, W
+inline bool is_compute(Op op) { return op == Op::Forward || op == Op::Backward || op == Op::Weight; }
 bool is_comm(Op op);       // SEND_*/RECV_*
 bool is_step_end(Op op);   // REDUCE_TIED, REDUCE_DP, STEP
 bool has_microbatch(Op op);

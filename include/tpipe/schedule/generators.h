@@ -56,6 +56,7 @@
 // parallelism without pipelining; with m = 1 it is the textbook naive model parallelism).
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -101,5 +102,11 @@ Schedule make_schedule(const std::string& name, int ranks, int microbatches, int
 // validated: what simulate_compute replays at scales make_schedule refuses, up to
 // kMaxComputeStageMicrobatches. The same ConfigErrors, with that limit.
 Schedule compute_schedule(const std::string& name, int ranks, int microbatches, int chunks = 0);
+
+// The most heap compute_schedule(name, ...) holds at once for `stage_microbatches` (stages x
+// micro-batches), generously: up to three actions each (F, B, W), plus ZB-H1's 1F1B lists it
+// starts from and the holes they leave in the heap. A program passes it to reserve_huge_heap
+// (util/huge_heap.h) before planning; what it does not touch costs only address space.
+std::size_t compute_schedule_bytes(long long stage_microbatches);
 
 }  // namespace tpipe

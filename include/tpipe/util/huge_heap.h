@@ -5,7 +5,8 @@
 // for transparent huge pages (Linux's "madvise" mode, the common default).
 //
 // It changes process-wide malloc settings (the mmap threshold, raised to 32 MiB so that
-// per-rank lists come from that heap, stays raised), so only programs call it, before planning:
+// per-rank lists come from that heap, stays raised; the heap is no longer trimmed, so freed memory
+// goes back to the system only at exit), so only programs call it, before planning:
 // `tpipe simulate` and the planning bench. A hint: where it cannot be applied, nothing changes.
 #pragma once
 
