@@ -87,14 +87,14 @@ int main(int argc, char** argv) {
       const auto x = torch::randn({batch, 16});
       const auto y = torch::sin(x.matmul(teacher));
       const auto r = engine.train_batch({x}, {y});
-      report.on_step(engine, r, batch);
+      report.on_step(engine, r, {batch});
       if (comm->rank() == 0 && (step == 1 || step % 5 == 0 || step == steps)) {
         std::printf("step %3d  loss %.5f  activations on stage 0: %.1f KiB at most (measured)\n", step,
                     r.loss, r.activation_peak_bytes / 1024.0);
         std::fflush(stdout);
       }
     }
-    report.finish();
+    report.finish(engine);
     if (!save_dir.empty()) {
       const auto info = engine.save(save_dir);
       if (comm->rank() == 0) std::cout << "saved " << info.path << "\n";

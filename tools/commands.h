@@ -1,6 +1,7 @@
 // The subcommands of the `tpipe` tool. Each parses its own arguments into a config and calls the
-// library; it returns the process exit code. Errors reach main() as exceptions. `run` and
-// `simulate` need no LibTorch and live in `tpipe` itself; the others live in `tpipe-torch`.
+// library; it returns the process exit code. Errors reach main() as exceptions. `run`,
+// `simulate` and `report` need no LibTorch and live in `tpipe` itself; the others live in
+// `tpipe-torch`.
 #pragma once
 
 #include <string>
@@ -10,6 +11,7 @@ namespace tpipe::cli {
 // In `tpipe` (tpipe_core only):
 int run_main(int argc, char** argv);       // tpipe run -n N -- PROGRAM ARGS...
 int simulate_main(int argc, char** argv);  // tpipe simulate --schedule S --stages P --microbatches M
+int report_main(int argc, char** argv);    // tpipe report DIR [DIR2 ...] [--out FILE]
 
 // In `tpipe-torch`:
 int train_main(int argc, char** argv);         // tpipe train [--stages P --dp D ...]

@@ -1,5 +1,5 @@
 // The `tpipe` command. Planning and launching need no LibTorch, and loading it costs most of a
-// second, so this front answers `run` and `simulate` itself and hands every other command to its
+// second, so this front answers `run`, `simulate` and `report` itself and hands every other command to its
 // LibTorch half, `tpipe-torch` beside it, by exec (same arguments, same process). Any error
 // becomes one line and exit 1.
 #include <unistd.h>
@@ -23,6 +23,7 @@ const char* kUsage =
     "  simulate  plan a schedule:  tpipe simulate --schedule 1f1b --stages 4 --microbatches 8\n"
     "  train     train a small GPT on the King James Bible, pipelined:  tpipe train --stages 2\n"
     "  train-script  train a PyTorch model saved as TorchScript:  tpipe train-script --model m.pt --data d.pt\n"
+    "  report    a run's page of curves and timelines, or several runs compared:  tpipe report out/train\n"
     "  doctor    the BLAS kernel, threads and GEMM rate a rank gets here:  tpipe doctor --ranks 2\n"
     "  checkpoint  inspect or export a checkpoint:  tpipe checkpoint info out/train\n"
     "  partition   cut tpipe train's GPT by a method, with measured costs:  tpipe partition --stages 4\n"
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "run") return tpipe::cli::run_main(argc - 1, argv + 1);
     if (cmd == "simulate") return tpipe::cli::simulate_main(argc - 1, argv + 1);
+    if (cmd == "report") return tpipe::cli::report_main(argc - 1, argv + 1);
     if (tpipe::cli::is_torch_command(cmd)) exec_torch_half(argv);
   } catch (const std::exception& e) {
     // When this process is a rank (of another tpipe run), the launcher learns when it failed, so

@@ -211,6 +211,8 @@ void print_run_end(const nlohmann::json& s, int steps, const std::string& checkp
   auto file = [&](const std::string& chosen, const char* name) {
     return chosen == "-" ? std::string("(off)") : chosen.empty() ? files.out + "/" + name : chosen;
   };
+  std::printf("report            %s/report.html (curves, measured and planned timelines, layout, machine)\n",
+              files.out.c_str());
   std::printf("files             %s, %s, %s\n", file(files.trace, "trace.json").c_str(),
               file(files.timeline, "timeline.svg").c_str(), file(files.metrics, "metrics.jsonl").c_str());
   if (!s["checkpoint"].get<std::string>().empty())

@@ -191,6 +191,7 @@ class PipelineEngine {
   bool is_last_stage() const;   // this rank holds the last stage (it reads the targets)
   const Schedule& schedule() const;
   const Partition& partition() const;
+  const EngineOptions& options() const;  // as given (a profiled partition's cut is partition())
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   torch::optim::Optimizer* optimizer();
 

@@ -258,6 +258,7 @@ bool PipelineEngine::is_first_stage() const { return impl_->holds_first(); }
 bool PipelineEngine::is_last_stage() const { return impl_->holds_last(); }
 const Schedule& PipelineEngine::schedule() const { return impl_->train_schedule; }
 const Partition& PipelineEngine::partition() const { return impl_->partition; }
+const EngineOptions& PipelineEngine::options() const { return impl_->opts; }
 std::vector<std::pair<std::string, at::Tensor>> PipelineEngine::named_parameters() const {
   return impl_->named_parameters();
 }

@@ -81,6 +81,8 @@ ScriptTrainSummary train_script(const ScriptTrainConfig& c, Communicator& comm,
                        std::to_string(c.dp) + " replicas · " + std::to_string(c.microbatches) + " micro-batches",
                    10};
   ro.fresh_metrics = !resume;
+  ro.report_dir = c.out;
+  ro.config_json = nlohmann::json(c).dump();
   Reporter report(ro);
   o.record = report.needs_recording();
   PipelineEngine engine(layers_from_torchscript(c.model, dtype), script_loss(c),
@@ -118,7 +120,10 @@ ScriptTrainSummary train_script(const ScriptTrainConfig& c, Communicator& comm,
     activation_peak = std::max(activation_peak, r.activation_peak_bytes);
     memory_peak = std::max(memory_peak, r.memory_peak_bytes);
     train_seconds += r.step_seconds;
-    const double bubble = report.on_step(engine, r, b.rows);
+    StepFacts facts;
+    facts.samples = b.rows;
+    facts.learning_rate = learning_rate(c, step);
+    const double bubble = report.on_step(engine, r, facts);
     if (bubble >= 0 && step > s.first_step) bubble_sum += bubble, ++bubbles;  // the first step warms up
     if (comm.rank() == 0 && progress)
       progress({step, c.steps, r.loss, std::nullopt, b.rows / r.step_seconds, "rows", train_seconds});
@@ -128,7 +133,7 @@ ScriptTrainSummary train_script(const ScriptTrainConfig& c, Communicator& comm,
       tell(save_checkpoint(engine, root, state, c.keep, comm.rank(), s.checkpoint));
     }
   }
-  report.finish();
+  report.finish(engine);
   if (!c.export_path.empty()) export_model(c, engine, comm.rank(), root.empty() ? "" : s.checkpoint);
   const int trained = s.last_step - s.first_step + 1;
   s.rows_per_s = trained > 0 && train_seconds > 0 ? static_cast<double>(rows) * trained / train_seconds : 0;

@@ -26,6 +26,9 @@ std::string metrics_line(const StepMetrics& m) {
   }
   if (!m.memory_peak_bytes.empty()) j["memory_peak_bytes_per_rank"] = m.memory_peak_bytes;
   j["grad_norm"] = m.grad_norm;
+  if (m.grad_norm_clipped >= 0) j["grad_norm_clipped"] = m.grad_norm_clipped;
+  if (m.learning_rate >= 0) j["lr"] = m.learning_rate;
+  if (m.flops > 0) j["flops_per_s"] = rate(m.flops);
   if (m.val_loss) j["val_loss"] = *m.val_loss;
   if (m.skipped) j["skipped"] = true;
   return j.dump();

@@ -107,6 +107,8 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
                        " replicas · " + std::to_string(c.microbatches) + " micro-batches",
                    10};
   ro.fresh_metrics = !resume;
+  ro.report_dir = c.out;
+  ro.config_json = to_json(c).dump();
   Reporter report(ro);
   o.record = report.needs_recording();
   PipelineEngine engine(gpt_layers(model_config(c, corpus.vocab_size())), gpt_loss(),
@@ -163,20 +165,21 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
       val = sum / c.eval_batches;
       s.val_losses.emplace_back(step, *val);
     }
-    const double bubble = report.on_step(engine, r, batch, tokens, val);
+    const double flops = gpt_flops_per_token(model_config(c, corpus.vocab_size()), c.seq_len) * tokens;
+    const double bubble = report.on_step(engine, r, {batch, tokens, val, learning_rate(c, step), flops});
     if (bubble >= 0 && step > s.first_step) bubble_sum += bubble, ++bubbles;  // the first step warms up
     if (comm.rank() == 0 && progress)
       progress({step, c.steps, r.loss, val, static_cast<double>(tokens) / r.step_seconds, "tok", train_seconds});
     if (step == s.last_step || (c.save_every > 0 && step % c.save_every == 0)) save(step);
   }
-  report.finish();
+  if (c.sample_chars > 0 && s.last_step == c.steps) s.sample = generate(engine, comm, corpus, c);
+  report.finish(engine, s.sample);
   const int trained = s.last_step - s.first_step + 1;
   s.tokens_per_s = trained > 0 ? static_cast<double>(tokens) * trained / train_seconds : 0;
   s.flops_per_token = gpt_flops_per_token(model_config(c, corpus.vocab_size()), c.seq_len);
   s.bubble = bubbles > 0 ? bubble_sum / bubbles : -1;
   s.activation_peak_bytes = comm.world().all_gather(activation_peak, "activation peaks for the summary");
   s.memory_peak_bytes = comm.world().all_gather(memory_peak, "memory peaks for the summary");
-  if (c.sample_chars > 0 && s.last_step == c.steps) s.sample = generate(engine, comm, corpus, c);
   return s;
 }
 

@@ -37,11 +37,14 @@ std::vector<trace::StepTrace> record(const std::string& schedule, int ranks, int
     for (int step = 0; step < steps; ++step) {
       const auto r = e.train_batch(e.is_first_stage() ? fidelity_inputs(step, 8) : Payload{},
                                    e.is_last_stage() ? fidelity_targets(step, 8) : Payload{});
-      report.on_step(e, r, 8);
+      StepFacts facts;
+      facts.samples = 8;
+      if (step == 0) facts.val_loss = 1.5;  // an evaluation: the report is written here too
+      report.on_step(e, r, facts);
       if (comm.rank() == 0) traces.push_back(e.last_trace());
       else EXPECT_TRUE(e.last_trace().events.empty());
     }
-    report.finish();
+    report.finish(e, "the sample");
   });
   return traces;
 }
@@ -163,6 +166,30 @@ TEST(Trace, ReporterWritesMetricsTraceAndTimeline) {
   std::ifstream svg(dir / "t.svg");
   const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("test · step 3 · measured"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Trace, ReporterWritesTheRunReport) {
+  const auto dir = std::filesystem::temp_directory_path() / ("tpipe_report_test_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  ReportOptions ro{"", (dir / "timeline.svg").string(), (dir / "metrics.jsonl").string(), "test", 20};
+  ro.report_dir = dir.string();
+  ro.config_json = R"({"lr": 0.5})";
+  record_gpipe(2, ro);
+  std::ifstream page_file(dir / "report.html");
+  const std::string page((std::istreambuf_iterator<char>(page_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(page.find("id=\"chart-loss\""), std::string::npos);
+  EXPECT_NE(page.find("alt=\"measured timeline\""), std::string::npos);
+  EXPECT_NE(page.find("alt=\"planned timeline\""), std::string::npos);
+  EXPECT_NE(page.find("<pre>the sample</pre>"), std::string::npos);
+  EXPECT_NE(page.find("steps 1 to 2"), std::string::npos);
+  std::ifstream info_file(dir / "run.json");
+  const auto info = nlohmann::json::parse(info_file);
+  EXPECT_EQ(info["layout"]["pp"], kStages);
+  EXPECT_EQ(info["layout"]["schedule"], "gpipe");
+  EXPECT_EQ(info["config"]["lr"], 0.5);
+  EXPECT_GT(info["planned"]["bubble"].get<double>(), 0.0);
+  EXPECT_TRUE(std::filesystem::exists(dir / "planned.svg"));
   std::filesystem::remove_all(dir);
 }
 

@@ -282,6 +282,15 @@ TEST(Metrics, FullLine) {
             R"("held_bytes_per_stage":[1024,2048],"grad_norm":1.5,"val_loss":2.75})");
 }
 
+TEST(Metrics, ClippingLearningRateAndFlops) {
+  trace::StepMetrics m;
+  m.step = 3, m.loss = 1.25, m.step_seconds = 0.5, m.samples = 8, m.grad_norm = 4;
+  m.grad_norm_clipped = 1, m.learning_rate = 0.0625, m.flops = 3e9;
+  EXPECT_EQ(trace::metrics_line(m),
+            R"({"step":3,"loss":1.25,"step_time_s":0.5,"samples_per_s":16.0,"held_bytes_per_stage":[],)"
+            R"("grad_norm":4.0,"grad_norm_clipped":1.0,"lr":0.0625,"flops_per_s":6000000000.0})");
+}
+
 TEST(Metrics, OptionalFieldsOmitted) {
   trace::StepMetrics m;
   m.step = 0;

@@ -24,12 +24,16 @@ struct StepMetrics {
   // the peak of all tensor storage (StepResult::activation_peak_bytes, memory_peak_bytes).
   std::vector<std::int64_t> activation_peak_bytes;
   std::vector<std::int64_t> memory_peak_bytes;
+  double grad_norm_clipped = -1;  // after clipping (< 0: no clipping)
+  double learning_rate = -1;      // < 0: not told
+  double flops = 0;               // model FLOPs of the global batch's step; 0: not told
 };
 
 // One compact JSON object without a trailing newline, keys in this order:
 //   {"step","loss","step_time_s","samples_per_s","tokens_per_s","bubble","held_bytes_per_stage",
 //    "activation_peak_bytes","activation_peak_bytes_per_rank","memory_peak_bytes_per_rank",
-//    "grad_norm","val_loss","skipped"}; "skipped" only when true, the measured ones only when
+//    "grad_norm","grad_norm_clipped","lr","flops_per_s","val_loss","skipped"}; "skipped" only when
+// true, grad_norm_clipped, lr and flops_per_s only when told, the measured ones only when
 // measured ("activation_peak_bytes" is the largest rank's), and a loss or norm that is not finite
 // is null.
 // tokens_per_s only when tokens > 0, bubble only when >= 0, val_loss only when set; rates are 0
