@@ -157,6 +157,10 @@ TEST(CheckpointCli, StopAfterThenResumeAutoEqualsTheStraightRun) {
       << second.text;
   expect_bitwise_equal(straight.path + "/step-000020", split.path + "/step-000020");
   EXPECT_EQ(metric_steps(split.path + "/metrics.jsonl"), one_to(20));
+  // The report's curves go on through the resume: one run of 20 steps.
+  std::ifstream page_file(split.path + "/report.html");
+  const std::string page((std::istreambuf_iterator<char>(page_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(page.find("steps 1 to 20 "), std::string::npos);
 
   // A resume that would not continue the same run is refused before any rank starts.
   const auto more = tpipe("train --layers 2 --dim 32 --heads 2 --seq-len 16 --steps 30 --resume " + split.path +
