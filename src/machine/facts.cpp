@@ -1,5 +1,5 @@
-// Reading the live machine (see facts.h). OpenBLAS's functions are found with dlsym in whatever
-// this process has loaded (LibTorch pulls in the system BLAS), never linked against.
+// Reading the live machine (see facts.h). OpenBLAS's functions are found with dlsym, never linked
+// against.
 #include "tpipe/machine/facts.h"
 
 #include <dlfcn.h>
@@ -15,9 +15,19 @@ extern char** environ;
 namespace tpipe {
 namespace {
 
+// A function of the BLAS the ranks will use: this process's own when it has one loaded (LibTorch
+// pulls in the system BLAS), else the system BLAS that LibTorch will load in the ranks
+// (libblas.so.3, which Debian's alternatives point at OpenBLAS or another), opened here only to
+// ask it: `tpipe run` itself does not load LibTorch.
+void* blas_symbol(const char* name) {
+  if (void* f = dlsym(RTLD_DEFAULT, name)) return f;
+  static void* const system_blas = dlopen("libblas.so.3", RTLD_LAZY | RTLD_LOCAL);
+  return system_blas ? dlsym(system_blas, name) : nullptr;
+}
+
 template <class F>
 F lookup(const char* name) {
-  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
+  return reinterpret_cast<F>(blas_symbol(name));
 }
 
 std::set<std::string> read_cpu_flags() {
@@ -66,7 +76,7 @@ MachineFacts read_machine_facts() {
 BlasInfo read_blas_info() {
   BlasInfo b;
   Dl_info info{};
-  if (void* sgemm = dlsym(RTLD_DEFAULT, "sgemm_"); sgemm && dladdr(sgemm, &info) && info.dli_fname)
+  if (void* sgemm = blas_symbol("sgemm_"); sgemm && dladdr(sgemm, &info) && info.dli_fname)
     b.library = info.dli_fname;
   if (auto config = lookup<char* (*)()>("openblas_get_config"))
     if (const char* c = config()) b.config = c;

@@ -94,6 +94,22 @@ TEST(TuningCli, DoctorJsonReportsTheMachineAndTheRanksSettings) {
   EXPECT_FALSE(j["choice"].get<std::string>().empty());
 }
 
+// `tpipe run` does not load LibTorch, yet it judges the same BLAS the ranks will load: the kernel
+// it names is the one `tpipe doctor` (which runs with LibTorch) finds.
+TEST(TuningCli, RunJudgesTheBlasTheRanksWillLoad) {
+  const auto doctor = tpipe(std::string(kClean) + " OPENBLAS_NUM_THREADS=1", "doctor --json --gemm 64");
+  ASSERT_EQ(doctor.status, 0) << doctor.text;
+  const auto j = nlohmann::json::parse(doctor.text);
+  const auto run = tpipe(kClean, "run -n 1 -- true");
+  ASSERT_EQ(run.status, 0) << run.text;
+  if (j["openblas"].get<bool>()) {
+    EXPECT_NE(run.text.find("OpenBLAS kernel " + j["openblas_corename"].get<std::string>()), std::string::npos)
+        << run.text;
+  } else {
+    EXPECT_NE(run.text.find("BLAS is not OpenBLAS"), std::string::npos) << run.text;
+  }
+}
+
 TEST(TuningCli, DoctorRefusesBadFlagsInOneLine) {
   const auto out = tpipe("", "doctor --ranks 0");
   EXPECT_NE(out.status, 0);
