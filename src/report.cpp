@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "tpipe/error.h"
 #include "tpipe/machine/facts.h"
 #include "tpipe/report/page.h"
 #include "tpipe/report/planned.h"
@@ -126,12 +127,19 @@ void Reporter::write_report(const PipelineEngine& engine) {
                       {"layout", layout_of(engine)},
                       {"machine", machine_of(opts_.machine_json)},
                       {"config", object_or_empty(opts_.config_json)}};
-  const report::PlannedStep planned = report::plan_like(engine.schedule(), last);
-  trace::TimelineStyle style;
-  style.title = (opts_.title.empty() ? "" : opts_.title + " · ") + "planned with step " + std::to_string(last.step) +
-                "'s costs";
-  write_file_atomic(paths.planned_svg, trace::render_timeline_svg(planned.trace, style));
-  info["planned"] = {{"bubble", planned.bubble}, {"step", last.step}, {"what", planned.what}};
+  // The plan is a picture: a step it cannot plan (a stage with no measured action) loses only it.
+  try {
+    const report::PlannedStep planned = report::plan_like(engine.schedule(), last);
+    trace::TimelineStyle style;
+    style.title = (opts_.title.empty() ? "" : opts_.title + " · ") + "planned with step " +
+                  std::to_string(last.step) + "'s costs";
+    write_file_atomic(paths.planned_svg, trace::render_timeline_svg(planned.trace, style));
+    info["planned"] = {{"bubble", planned.bubble}, {"step", last.step}, {"what", planned.what}};
+  } catch (const ScheduleError& e) {
+    std::error_code ec;
+    std::filesystem::remove(paths.planned_svg, ec);
+    info["planned"] = {{"what", std::string("not planned: ") + e.what()}};
+  }
   if (!sample_.empty()) info["sample"] = sample_;
   write_file_atomic(paths.run_info, info.dump(1));
   report::write_report(paths, dir.filename().string(), (dir / "report.html").string());

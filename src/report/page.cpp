@@ -143,6 +143,8 @@ std::string timelines_section(const RunFiles& run, bool several) {
          (planned.contains("bubble") ? ", bubble " + percent(planned["bubble"].get<double>()) : std::string()) +
          (planned.contains("what") ? ": " + escape_xml(planned["what"].get<std::string>()) : std::string()) +
          "</figcaption></figure>\n";
+  else if (planned.contains("what"))
+    o += "<p class=\"summary\">" + escape_xml(planned["what"].get<std::string>()) + "</p>\n";
   return o + "</div>\n";
 }
 
