@@ -2,6 +2,8 @@
 // model of plan_model.cpp and ranks them.
 #include "tpipe/plan.h"
 
+#include "tpipe/schedule/compute_sim.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -74,15 +76,13 @@ void check_request(const PlanRequest& r) {
 
 // The prediction for a layout whose fields up to the cut are set, on its schedule.
 Layout predict(const PlanRequest& request, Layout l, const Schedule& s, const ScaledLayers& layers) {
-  const SimResult sim = simulate(s, detail::pipeline_costs(request, layers, l.partition, s, l.checkpoint));
+  const Costs costs = detail::pipeline_costs(request, layers, l.partition, s, l.checkpoint);
+  const SimResult sim = simulate(s, costs);
   l.pipeline_s = sim.makespan;
-  // More ranks than cores: the ranks' work shares the cores, though a rank idle in its bubble
-  // leaves its core to another, so the step takes at least all the work over the cores.
-  if (request.cores > 0 && request.ranks > request.cores) {
-    double work = 0;
-    for (double b : sim.busy_per_rank) work += b * l.dp;
-    l.pipeline_s = std::max(l.pipeline_s, work / request.cores);
-  }
+  // More ranks than cores: the computing ranks of all replicas share the cores, and a rank idle
+  // in its bubble leaves its core to the others.
+  if (request.cores > 0 && request.ranks > request.cores)
+    l.pipeline_s = shared_cores_makespan(s, costs, request.cores, l.dp);
   l.bubble = sim.bubble;
   l.allreduce_s = detail::allreduce_seconds(request, layers, l.partition, s, l.dp);
   l.step_s = l.pipeline_s + l.allreduce_s;

@@ -14,8 +14,8 @@
 //            (except_last: (m-1)/m of one, the simulator taking one cost per stage); a schedule
 //            that splits the backward (zb-h1, zb-v) gives W = weight_share x backward and B the
 //            rest. comm = message_latency_s + (largest output crossing ranks) / bytes_per_s.
-//   step     simulated makespan (with more ranks than `cores`, at least the busy time of all
-//            ranks over the cores) + (dp > 1) the ring all-reduce of the rank with the most
+//   step     simulated makespan (with more ranks than `cores`, the ranks of all replicas share
+//            the cores: shared_cores_makespan, compute_sim.h) + (dp > 1) the ring all-reduce of the rank with the most
 //            weight bytes, not overlapped: 2 (dp-1)/dp x bytes / bytes_per_s + 2 (dp-1) x latency.
 //   memory   per rank: weights x (2 + optimizer_bytes_per_weight_byte) (weights, gradients,
 //            optimizer state) + the peak of the activations it holds while it runs its actions
@@ -50,8 +50,8 @@ struct PlanRequest {
   double message_latency_s = 50e-6;  // per point-to-point message between ranks
   double bytes_per_s = 2e9;          // point-to-point and all-reduce bandwidth
   double weight_share = 0.5;         // of a layer's backward that is W when a schedule splits it
-  // Cores the ranks share (0: each rank has its own). With more ranks than cores a layout's
-  // pipeline time is at least the work of all ranks over the cores.
+  // Cores the ranks share (0: each rank has its own). With more ranks than cores, the ranks
+  // computing at a moment share them evenly, and a rank idle in its bubble leaves its share.
   double cores = 0;
 };
 

@@ -22,3 +22,15 @@ namespace tpipe {
 SimResult simulate_compute(const Schedule& compute_only, const Costs& costs = {});
 
 }  // namespace tpipe
+
+namespace tpipe {
+
+// The makespan of `compute_only` when its ranks, and `replicas` copies of them doing the same
+// (data parallelism), share `cores` cores: at any moment the k ranks of a pipeline that are
+// computing run at min(1, cores / (k x replicas)) of their own speed, the others waiting for a
+// message or at their end. So a rank idle in its bubble leaves its core to the others, and the
+// result lies between simulate_compute's makespan and all the work over the cores. Throws
+// ScheduleError as simulate_compute does.
+double shared_cores_makespan(const Schedule& compute_only, const Costs& costs, double cores, int replicas = 1);
+
+}  // namespace tpipe
