@@ -50,6 +50,14 @@ void check_request(const PlanRequest& r) {
   require(r.max_microbatches >= 1, "max_microbatches must be >= 1, got " + std::to_string(r.max_microbatches));
   require(!r.layers.empty(), "no layers to place");
   for (std::size_t i = 0; i < r.layers.size(); ++i) check_layer(r.layers[i], i);
+  require(r.layers_fewer_rows.empty() || r.layers_fewer_rows.size() == r.layers.size(),
+          "layers_fewer_rows must measure every layer, or none: " + std::to_string(r.layers_fewer_rows.size()) +
+              " for " + std::to_string(r.layers.size()) + " layers");
+  for (std::size_t i = 0; i < r.layers_fewer_rows.size(); ++i) {
+    check_layer(r.layers_fewer_rows[i], i);
+    require(r.layers_fewer_rows[i].rows < r.layers[i].rows, "layers_fewer_rows: layer " + std::to_string(i) +
+                                                                " must be measured on fewer rows than in layers");
+  }
   require(r.memory_per_rank > 0, "the memory per rank must be > 0 bytes (infinity: no limit), got " +
                                      show(r.memory_per_rank));
   require(std::isfinite(r.optimizer_bytes_per_weight_byte) && r.optimizer_bytes_per_weight_byte >= 0,
@@ -85,7 +93,8 @@ Layout predict(const PlanRequest& request, Layout l, const Schedule& s, const Sc
     l.pipeline_s = shared_cores_makespan(s, costs, request.cores, l.dp);
   l.bubble = sim.bubble;
   l.allreduce_s = detail::allreduce_seconds(request, layers, l.partition, s, l.dp);
-  l.step_s = l.pipeline_s + l.allreduce_s;
+  l.optimizer_s = request.optimizer_s_per_weight_byte * detail::most_weight_bytes(layers, l.partition, s);
+  l.step_s = l.pipeline_s + l.allreduce_s + l.optimizer_s;
   l.memory_bytes_per_rank = detail::memory_per_rank(layers, l.partition, s, l.checkpoint);
   const auto fullest = std::max_element(l.memory_bytes_per_rank.begin(), l.memory_bytes_per_rank.end());
   l.fullest_rank = static_cast<int>(fullest - l.memory_bytes_per_rank.begin());

@@ -33,10 +33,18 @@ double recompute_share(const std::string& checkpoint, int m) {
 ScaledLayers scale_layers(const PlanRequest& request, int rows) {
   ScaledLayers out;
   const double state_factor = 2 + request.optimizer_bytes_per_weight_byte;
-  for (const LayerFacts& f : request.layers) {
+  const bool line = request.layers_fewer_rows.size() == request.layers.size();
+  for (std::size_t i = 0; i < request.layers.size(); ++i) {
+    const LayerFacts& f = request.layers[i];
     const double k = static_cast<double>(rows) / f.rows;
-    out.forward.push_back(f.forward_s * k);
-    out.backward.push_back(f.backward_s * k);
+    // Through (few.rows, t_few) and (f.rows, t): slope and intercept kept >= 0.
+    auto at_rows = [&](double t, double t_few) {
+      const LayerFacts& few = request.layers_fewer_rows[i];
+      const double slope = std::max(0.0, (t - t_few) / (f.rows - few.rows));
+      return std::max(0.0, t - slope * f.rows) + slope * rows;
+    };
+    out.forward.push_back(line ? at_rows(f.forward_s, request.layers_fewer_rows[i].forward_s) : f.forward_s * k);
+    out.backward.push_back(line ? at_rows(f.backward_s, request.layers_fewer_rows[i].backward_s) : f.backward_s * k);
     out.activation.push_back(f.activation_bytes * k);
     out.output.push_back(f.output_bytes * k);
     out.state.push_back(f.parameter_bytes * state_factor);
@@ -82,15 +90,20 @@ Costs pipeline_costs(const PlanRequest& request, const ScaledLayers& layers, con
   return c;
 }
 
-double allreduce_seconds(const PlanRequest& request, const ScaledLayers& layers, const Partition& cut,
-                         const Schedule& s, int dp) {
-  if (dp <= 1) return 0;
+double most_weight_bytes(const ScaledLayers& layers, const Partition& cut, const Schedule& s) {
   double most = 0;
   for (int r = 0; r < s.num_ranks(); ++r) {
     double bytes = 0;
     for (int st : s.stages_of(r)) bytes += stage_sum(layers.weights, cut, st);
     most = std::max(most, bytes);
   }
+  return most;
+}
+
+double allreduce_seconds(const PlanRequest& request, const ScaledLayers& layers, const Partition& cut,
+                         const Schedule& s, int dp) {
+  if (dp <= 1) return 0;
+  const double most = most_weight_bytes(layers, cut, s);
   // A ring all-reduce sends and receives 2 (dp-1)/dp of the buffer in 2 (dp-1) steps.
   return 2.0 * (dp - 1) / dp * most / request.bytes_per_s + 2.0 * (dp - 1) * request.message_latency_s;
 }

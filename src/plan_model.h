@@ -29,6 +29,9 @@ bool splits_backward(const Schedule& s);
 Costs pipeline_costs(const PlanRequest& request, const ScaledLayers& layers, const Partition& cut,
                      const Schedule& s, const std::string& checkpoint);
 
+// The weight bytes of the rank (pipeline position) that holds the most.
+double most_weight_bytes(const ScaledLayers& layers, const Partition& cut, const Schedule& s);
+
 // Seconds of the data-parallel gradient all-reduce (0 for dp = 1), on the rank holding the most
 // weight bytes.
 double allreduce_seconds(const PlanRequest& request, const ScaledLayers& layers, const Partition& cut,

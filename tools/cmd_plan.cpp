@@ -100,7 +100,9 @@ std::string apply_best_layout(TrainConfig& c) {
   request.optimizer_bytes_per_weight_byte = c.optimizer == "sgd" ? 0 : 2;
   const GptProfile profile = profile_gpt(c, request.ranks, 3);
   request.layers = profile.layers;
+  request.layers_fewer_rows = profile.layers_fewer_rows;
   request.cores = profile.cores;
+  request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
   const Layout best = plan_layouts(request).front();
   c.stages = best.pp;
   c.dp = best.dp;
@@ -153,7 +155,9 @@ int plan_main(int argc, char** argv) {
   request.memory_per_rank = parse_bytes(memory);
   const GptProfile profile = profile_gpt(c, ranks, repeats);
   request.layers = profile.layers;
+  request.layers_fewer_rows = profile.layers_fewer_rows;
   request.cores = profile.cores;
+  request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
   const auto layouts = plan_layouts(request);
   std::printf("GPT %d blocks x %d wide, %d sequences of %d a step, on %d ranks%s; %zu layouts, costs measured on "
               "one micro-batch of %d (%d intra-op thread%s%s)\n\n",

@@ -26,6 +26,9 @@ GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats) {
   o.repeats = repeats;
   const auto sample = corpus.batch(false, 0, c.microbatch_size, c.seq_len, c.seed).first;
   p.layers = profile_layers(gpt_layers(model_config(c, corpus.vocab_size())), {sample}, o);
+  if (c.microbatch_size > 1)  // what a micro-batch costs whatever its size
+    p.layers_fewer_rows = profile_layers(gpt_layers(model_config(c, corpus.vocab_size())), {sample.narrow(0, 0, 1)}, o);
+  p.optimizer_s_per_weight_byte = optimizer_seconds_per_weight_byte(c, corpus.vocab_size());
   at::set_num_threads(before);
   p.cores = cores;
   return p;

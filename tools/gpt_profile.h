@@ -12,9 +12,11 @@ namespace tpipe::cli {
 
 struct GptProfile {
   std::vector<LayerFacts> layers;  // embed, pos, blocks, ln_f, lm_head
+  std::vector<LayerFacts> layers_fewer_rows;  // the same on one sequence (empty when that is the sample)
   std::string corpus;              // where the sample came from
   int threads = 1;                 // intra-op threads it was measured with
   int cores = 1;                   // of this machine, which the ranks share
+  double optimizer_s_per_weight_byte = 0;  // the optimizer's step, timed on the whole model
 };
 
 // Loads the corpus (its vocabulary sizes the model), builds the model and profiles it with the

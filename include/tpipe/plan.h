@@ -15,8 +15,9 @@
 //            that splits the backward (zb-h1, zb-v) gives W = weight_share x backward and B the
 //            rest. comm = message_latency_s + (largest output crossing ranks) / bytes_per_s.
 //   step     simulated makespan (with more ranks than `cores`, the ranks of all replicas share
-//            the cores: shared_cores_makespan, compute_sim.h) + (dp > 1) the ring all-reduce of the rank with the most
-//            weight bytes, not overlapped: 2 (dp-1)/dp x bytes / bytes_per_s + 2 (dp-1) x latency.
+//            the cores: shared_cores_makespan, compute_sim.h) + (dp > 1) the ring all-reduce of
+//            the rank with the most weight bytes, not overlapped: 2 (dp-1)/dp x bytes / bytes_per_s + 2 (dp-1) x latency,
+//            + the optimizer's step on that rank: its weight bytes x optimizer_s_per_weight_byte.
 //   memory   per rank: weights x (2 + optimizer_bytes_per_weight_byte) (weights, gradients,
 //            optimizer state) + the peak of the activations it holds while it runs its actions
 //            in order: a forward keeps the stage input (the previous layer's output; none for
@@ -38,6 +39,10 @@ namespace tpipe {
 
 struct PlanRequest {
   std::vector<LayerFacts> layers;  // profiled (rows > 0), one per layer, in model order
+  // The same layers profiled on fewer rows (empty: times proportional to rows). Then a layer's
+  // forward and backward take a + b x rows on a micro-batch, the line through the two
+  // measurements (b, a >= 0): what an action costs whatever its size shows at small micro-batches.
+  std::vector<LayerFacts> layers_fewer_rows;
   int ranks = 1;                   // pp x dp
   int global_batch = 1;            // rows per optimizer step = dp x microbatches x rows per micro-batch
   double memory_per_rank = std::numeric_limits<double>::infinity();  // bytes; layouts above it are
@@ -50,6 +55,7 @@ struct PlanRequest {
   double message_latency_s = 50e-6;  // per point-to-point message between ranks
   double bytes_per_s = 2e9;          // point-to-point and all-reduce bandwidth
   double weight_share = 0.5;         // of a layer's backward that is W when a schedule splits it
+  double optimizer_s_per_weight_byte = 0;  // the optimizer's step, timed (0: free)
   // Cores the ranks share (0: each rank has its own). With more ranks than cores, the ranks
   // computing at a moment share them evenly, and a rank idle in its bubble leaves its share.
   double cores = 0;
@@ -65,8 +71,8 @@ struct Layout {
   int microbatch_rows = 1;                           // global_batch / (dp x microbatches)
   std::string schedule, partition_method, checkpoint;
   Partition partition;  // the cut it uses, pp x chunks stages
-  double step_s = 0;    // pipeline_s + allreduce_s (tied-weight reduction ignored)
-  double pipeline_s = 0, allreduce_s = 0, bubble = 0;
+  double step_s = 0;    // pipeline_s + allreduce_s + optimizer_s (tied-weight reduction ignored)
+  double pipeline_s = 0, allreduce_s = 0, optimizer_s = 0, bubble = 0;
   double peak_memory_bytes = 0;  // of the fullest rank
   int fullest_rank = 0;          // its pipeline position (the lowest of equals)
   std::vector<double> memory_bytes_per_rank;  // by pipeline position

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -79,6 +80,30 @@ std::string generate(PipelineEngine& engine, Communicator& comm, const CharCorpu
 }
 
 }  // namespace
+
+double optimizer_seconds_per_weight_byte(const TrainConfig& c, int vocab) {
+  std::vector<LayerPtr> layers;
+  NamedParameters params;
+  double bytes = 0;
+  for (const auto& spec : gpt_layers(model_config(c, vocab))) {
+    if (!spec.factory) continue;  // a tied position: its weight is counted where it is defined
+    layers.push_back(spec.factory());
+    for (auto [name, p] : layers.back()->named_parameters()) {
+      p.mutable_grad() = at::full_like(p, 1e-3);
+      bytes += static_cast<double>(p.numel()) * static_cast<double>(p.element_size());
+      params.emplace_back(spec.name + "." + name, p);
+    }
+  }
+  const auto optimizer = make_optimizer(c, params);
+  std::vector<double> seconds;
+  for (int i = 0; i < 6; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    optimizer->step();
+    if (i > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::nth_element(seconds.begin(), seconds.begin() + seconds.size() / 2, seconds.end());
+  return bytes > 0 ? seconds[seconds.size() / 2] / bytes : 0;
+}
 
 TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
                        const std::function<void(const TrainProgress&)>& progress,

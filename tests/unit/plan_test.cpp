@@ -47,6 +47,12 @@ PlanRequest two_ranks() {
   return r;
 }
 
+PlanRequest two_ranks_as_one() {
+  PlanRequest r = two_ranks();
+  r.ranks = 1;
+  return r;
+}
+
 Layout choice(int pp, int dp, int m, const std::string& schedule, const std::string& checkpoint = "never",
               const std::string& partition = "uniform") {
   Layout l;
@@ -95,6 +101,31 @@ TEST(Plan, GPipeStepAndMemoryAreTheHandFormulas) {
   ASSERT_NE(found, nullptr);
   EXPECT_EQ(found->step_s, g.step_s);
   EXPECT_EQ(found->memory_bytes_per_rank, g.memory_bytes_per_rank);
+}
+
+// Measured on 8 rows (F 1 ms, B 2 ms a layer) and on 1 row (F 0.3 ms, B 0.46 ms): a layer takes
+// F = 0.2 + 0.1 x rows ms and B = 0.24 + 0.22 x rows ms. pp = 1, m = 16 of 4 rows: 16 x 4 layers x
+// (0.6 + 1.12) ms. The optimizer's step adds the rank's 4000 weight bytes x 1 us.
+TEST(Plan, FewerRowsGiveEachActionItsFixedCostAndTheOptimizerItsStep) {
+  PlanRequest r = two_ranks();
+  r.ranks = 1;
+  r.global_batch = 64;
+  for (int i = 0; i < 4; ++i) {
+    LayerFacts few = layer("block" + std::to_string(i), 0.3e-3, 0.46e-3);
+    few.rows = 1;
+    r.layers_fewer_rows.push_back(few);
+  }
+  const Layout proportional = predict_layout(two_ranks_as_one(), choice(1, 1, 16, "1f1b"));
+  EXPECT_NEAR(proportional.pipeline_s, 16 * 4 * (0.5e-3 + 1e-3), 1e-12);
+  const Layout line = predict_layout(r, choice(1, 1, 16, "1f1b"));
+  EXPECT_NEAR(line.pipeline_s, 16 * 4 * (0.6e-3 + 1.12e-3), 1e-12);
+  EXPECT_EQ(line.optimizer_s, 0.0);
+  r.optimizer_s_per_weight_byte = 1e-6;
+  const Layout stepped = predict_layout(r, choice(1, 1, 16, "1f1b"));
+  EXPECT_NEAR(stepped.optimizer_s, 4000 * 1e-6, 1e-15);
+  EXPECT_NEAR(stepped.step_s, line.pipeline_s + 4000 * 1e-6, 1e-12);
+  r.layers_fewer_rows.pop_back();
+  EXPECT_THROW(predict_layout(r, choice(1, 1, 16, "1f1b")), ConfigError);
 }
 
 TEST(Plan, OneFOneBHoldsFewerMicroBatches) {

@@ -23,6 +23,11 @@ struct GptConfig;
 // The model a configuration trains, for a corpus of `vocab` symbols.
 GptConfig model_config(const TrainConfig& c, int vocab);
 
+// Seconds one optimizer step of the configuration's optimizer takes per byte of weights, timed
+// on the whole model (for a corpus of `vocab` symbols) with its gradients set: the median of 5
+// steps after a warm-up, with this thread's intra-op threads. For the planner's step time.
+double optimizer_seconds_per_weight_byte(const TrainConfig& c, int vocab);
+
 // The checkpoint directory of a run ("" when it saves none).
 std::string checkpoint_root(const TrainConfig& c);
 
