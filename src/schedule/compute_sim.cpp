@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "replay_parts.h"
 #include "tpipe/error.h"
 
 namespace tpipe {
@@ -32,24 +33,15 @@ std::vector<double> fresh_table(std::size_t cells) {
 
 struct Replay {
   const Schedule& s;
-  const Costs& c;
   const int S, M;
   std::vector<double> f_end, b_end;  // [stage * M + mb]: when it ended, kNotYet before
-  std::vector<double> cost_f, cost_b, cost_w;  // by stage
+  detail::StageCosts cost;
 
   Replay(const Schedule& sched, const Costs& costs)
-      : s(sched), c(costs), S(sched.num_stages()), M(sched.num_microbatches) {
+      : s(sched), S(sched.num_stages()), M(sched.num_microbatches), cost(costs, S) {
     const auto cells = static_cast<std::size_t>(S) * static_cast<std::size_t>(M);
     f_end = fresh_table(cells);
     b_end = fresh_table(cells);
-    auto by_stage = [&](const std::vector<double>& v, double fallback) {
-      std::vector<double> out(S, fallback);
-      for (int st = 0; st < S && st < static_cast<int>(v.size()); ++st) out[st] = v[st];
-      return out;
-    };
-    cost_f = by_stage(c.forward_by_stage, c.forward);
-    cost_b = by_stage(c.backward_by_stage, c.backward);
-    cost_w = by_stage(c.weight_by_stage, c.weight);
   }
 
   std::size_t cell(int stage, int mb) const {
@@ -58,13 +50,26 @@ struct Replay {
 
   // The stage whose action an action waits for (-1: none), with the end time table it is in.
   int producer(const Action& a, const std::vector<double>*& table) const {
-    if (a.op == Op::Forward && a.stage > 0) return table = &f_end, a.stage - 1;
-    if (a.op == Op::Backward && a.stage < S - 1) return table = &b_end, a.stage + 1;
-    return -1;
+    table = a.op == Op::Forward ? &f_end : &b_end;
+    return detail::producer_stage(a, S);
   }
 };
 
-// Throws unless compute action `a`, listed by rank r, is one of r's stages' micro-batches.
+}  // namespace
+
+namespace detail {
+
+StageCosts::StageCosts(const Costs& c, int stages) {
+  auto by_stage = [&](const std::vector<double>& v, double fallback) {
+    std::vector<double> out(stages, fallback);
+    for (int st = 0; st < stages && st < static_cast<int>(v.size()); ++st) out[st] = v[st];
+    return out;
+  };
+  f = by_stage(c.forward_by_stage, c.forward);
+  b = by_stage(c.backward_by_stage, c.backward);
+  w = by_stage(c.weight_by_stage, c.weight);
+}
+
 void check_listed(const Schedule& s, int r, const Action& a) {
   if (a.stage < 0 || a.stage >= s.num_stages() || s.stage_rank[a.stage] != r || a.mb < 0 ||
       a.mb >= s.num_microbatches)
@@ -72,7 +77,7 @@ void check_listed(const Schedule& s, int r, const Action& a) {
                         ", which is not one of its stages' micro-batches");
 }
 
-}  // namespace
+}  // namespace detail
 
 SimResult simulate_compute(const Schedule& s, const Costs& costs) {
   if (s.num_microbatches < 1 || s.num_stages() < 1) throw ScheduleError("an empty schedule has nothing to simulate");
@@ -100,7 +105,7 @@ SimResult simulate_compute(const Schedule& s, const Costs& costs) {
     for (; next[r] < list.size(); ++next[r]) {
       const Action& a = list[next[r]];
       if (!is_compute(a.op)) continue;
-      check_listed(s, r, a);
+      detail::check_listed(s, r, a);
       double start = clock[r];
       const std::vector<double>* table = nullptr;
       if (const int from = p.producer(a, table); from >= 0) {
@@ -111,8 +116,7 @@ SimResult simulate_compute(const Schedule& s, const Costs& costs) {
         }
         start = std::max(start, end + (s.stage_rank[from] != r ? costs.comm : 0.0));
       }
-      const double cost = a.op == Op::Forward ? p.cost_f[a.stage] : a.op == Op::Backward ? p.cost_b[a.stage]
-                                                                                           : p.cost_w[a.stage];
+      const double cost = p.cost.of(a);
       clock[r] = start + cost;
       res.busy_per_rank[r] += cost;
       if (a.op == Op::Forward) {

@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "replay_parts.h"
 #include "tpipe/error.h"
 #include "tpipe/schedule/compute_sim.h"
 
@@ -14,38 +15,23 @@ double shared_cores_makespan(const Schedule& s, const Costs& c, double cores, in
   if (!(cores > 0) || replicas < 1) throw ScheduleError("sharing cores needs cores > 0 and replicas >= 1");
   const int R = s.num_ranks(), S = s.num_stages(), M = s.num_microbatches;
   if (M < 1 || S < 1) throw ScheduleError("an empty schedule has nothing to simulate");
-  auto by_stage = [&](const std::vector<double>& v, int st, double fallback) {
-    return st < static_cast<int>(v.size()) ? v[st] : fallback;
-  };
+  const detail::StageCosts cost(c, S);
   const double kNever = -1, inf = std::numeric_limits<double>::infinity();
   std::vector<double> f_end(static_cast<std::size_t>(S) * M, kNever), b_end = f_end;
   std::vector<std::vector<Action>> lists(R);
   for (int r = 0; r < R; ++r)
     for (const Action& a : s.ranks[r])
-      if (is_compute(a.op)) {
-        if (a.stage < 0 || a.stage >= S || s.stage_rank[a.stage] != r || a.mb < 0 || a.mb >= M)
-          throw ScheduleError("rank " + std::to_string(r) + " lists " + to_string(a) +
-                              ", which is not one of its stages' micro-batches");
-        lists[r].push_back(a);
-      }
+      if (is_compute(a.op)) detail::check_listed(s, r, a), lists[r].push_back(a);
   std::vector<std::size_t> next(R, 0);
   std::vector<double> left(R, 0.0);  // work left of the running action; < 0: not running
   std::fill(left.begin(), left.end(), -1.0);
   double t = 0;
-  auto cost = [&](const Action& a) {
-    return a.op == Op::Forward ? by_stage(c.forward_by_stage, a.stage, c.forward)
-           : a.op == Op::Backward ? by_stage(c.backward_by_stage, a.stage, c.backward)
-                                  : by_stage(c.weight_by_stage, a.stage, c.weight);
-  };
   // When rank r's next action may start: now or later (its input arrives then), or never yet.
   auto ready_at = [&](int r) {
     const Action& a = lists[r][next[r]];
-    int from = -1;
-    const std::vector<double>* table = nullptr;
-    if (a.op == Op::Forward && a.stage > 0) from = a.stage - 1, table = &f_end;
-    if (a.op == Op::Backward && a.stage < S - 1) from = a.stage + 1, table = &b_end;
+    const int from = detail::producer_stage(a, S);
     if (from < 0) return t;
-    const double end = (*table)[static_cast<std::size_t>(from) * M + a.mb];
+    const double end = (a.op == Op::Forward ? f_end : b_end)[static_cast<std::size_t>(from) * M + a.mb];
     if (end == kNever) return inf;
     return std::max(t, end + (s.stage_rank[from] != r ? c.comm : 0.0));
   };
@@ -57,7 +43,7 @@ double shared_cores_makespan(const Schedule& s, const Costs& c, double cores, in
       ++unfinished;
       if (left[r] < 0) {
         const double at = ready_at(r);
-        if (at <= t) left[r] = cost(lists[r][next[r]]);
+        if (at <= t) left[r] = cost.of(lists[r][next[r]]);
         else next_arrival = std::min(next_arrival, at);
       }
       running += left[r] >= 0;
