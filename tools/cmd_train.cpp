@@ -37,7 +37,7 @@ int run_rank(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
         if (p.val_loss) j["val"] = number(*p.val_loss);
         report_progress(j);
       },
-      report_note);
+      report_note, machine_json(machine));
   if (comm.rank() == 0) {
     nlohmann::json j{{"val_losses", s.val_losses}, {"unigram", s.unigram_entropy}, {"tok_s", s.tokens_per_s},
                      {"bubble", s.bubble}, {"sample", s.sample}, {"vocab", corpus.vocab_size()},

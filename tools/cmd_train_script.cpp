@@ -15,14 +15,14 @@
 namespace tpipe::cli {
 namespace {
 
-int run_rank(const ScriptTrainConfig& c, Communicator& comm) {
+int run_rank(const ScriptTrainConfig& c, Communicator& comm, const DoctorReport& machine) {
   const ScriptTrainSummary s = train_script(
       c, comm,
       [](const TrainProgress& p) {
         report_progress({{"step", p.step}, {"steps", p.steps}, {"loss", number(p.loss)}, {"rate", p.per_second},
                          {"unit", p.unit}, {"elapsed", p.elapsed_s}});
       },
-      report_note);
+      report_note, machine_json(machine));
   if (comm.rank() == 0)
     report_summary({{"loss", s.losses.empty() ? nlohmann::json() : number(s.losses.back())},
                     {"rows_s", s.rows_per_s}, {"bubble", s.bubble}, {"checkpoint", s.checkpoint},
@@ -100,7 +100,7 @@ int train_script_main(int argc, char** argv) {
   if (!worker.empty()) {
     const auto wc = nlohmann::json::parse(worker).get<ScriptTrainConfig>();
     return run_worker_rank("tpipe train-script", wc.timeout,
-                           [&](Communicator& comm, const DoctorReport&) { return run_rank(wc, comm); });
+                           [&](Communicator& comm, const DoctorReport& machine) { return run_rank(wc, comm, machine); });
   }
   check_script_config(c);
   const auto lock = prepare_run_directories("tpipe train-script", checkpoint_to_resume(c), c.out, checkpoint_root(c));

@@ -48,6 +48,12 @@ void report_note(const std::string& text) {
 
 void report_summary(const nlohmann::json& summary) { std::cout << "SUMMARY " << dump(summary) << std::endl; }
 
+std::string machine_json(const DoctorReport& machine) {
+  char rate[64];
+  std::snprintf(rate, sizeof rate, "%.0f GFLOP/s (%d^3, float32)", machine.gemm_gflops, machine.gemm_n);
+  return nlohmann::json{{"GEMM of a rank", rate}}.dump();
+}
+
 int run_worker_rank(const std::string& command, double timeout_s,
                     const std::function<int(Communicator&, const DoctorReport&)>& body) {
   // Rank 0 says what a rank gets here (kernel, threads, GEMM rate) before training starts; the

@@ -40,6 +40,9 @@ double number(const nlohmann::json& j);
 int run_worker_rank(const std::string& command, double timeout_s,
                     const std::function<int(Communicator&, const DoctorReport&)>& body);
 
+// What a rank measured of the machine, as a JSON object for the run report (ReportOptions).
+std::string machine_json(const DoctorReport& machine);
+
 // Command side: starts the ranks of `lo`, shows rank 0's progress, notes and the DOCTOR line, passes
 // every other line through, and fills `summary` from the SUMMARY line. Returns the exit code
 // (having printed "<command>: <why>" when it is not 0).

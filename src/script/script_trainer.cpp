@@ -54,7 +54,8 @@ void export_model(const ScriptTrainConfig& c, PipelineEngine& engine, int rank, 
 
 ScriptTrainSummary train_script(const ScriptTrainConfig& c, Communicator& comm,
                                 const std::function<void(const TrainProgress&)>& progress,
-                                const std::function<void(const std::string&)>& note) {
+                                const std::function<void(const std::string&)>& note,
+                                const std::string& machine_json) {
   auto tell = [&](const std::string& line) {
     if (comm.rank() == 0 && note) note(line);
   };
@@ -83,6 +84,7 @@ ScriptTrainSummary train_script(const ScriptTrainConfig& c, Communicator& comm,
   ro.fresh_metrics = !resume;
   ro.report_dir = c.out;
   ro.config_json = nlohmann::json(c).dump();
+  ro.machine_json = machine_json;
   Reporter report(ro);
   o.record = report.needs_recording();
   PipelineEngine engine(layers_from_torchscript(c.model, dtype), script_loss(c),

@@ -107,7 +107,7 @@ double optimizer_seconds_per_weight_byte(const TrainConfig& c, int vocab) {
 
 TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
                        const std::function<void(const TrainProgress&)>& progress,
-                       const std::function<void(const std::string&)>& note) {
+                       const std::function<void(const std::string&)>& note, const std::string& machine_json) {
   check_train_config(c);
   const std::optional<std::string> resume = checkpoint_to_resume(c);
   const std::string root = checkpoint_root(c);
@@ -134,6 +134,7 @@ TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communica
   ro.fresh_metrics = !resume;
   ro.report_dir = c.out;
   ro.config_json = to_json(c).dump();
+  ro.machine_json = machine_json;
   Reporter report(ro);
   o.record = report.needs_recording();
   PipelineEngine engine(gpt_layers(model_config(c, corpus.vocab_size())), gpt_loss(),

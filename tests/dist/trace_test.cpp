@@ -175,6 +175,7 @@ TEST(Trace, ReporterWritesTheRunReport) {
   ReportOptions ro{"", (dir / "timeline.svg").string(), (dir / "metrics.jsonl").string(), "test", 20};
   ro.report_dir = dir.string();
   ro.config_json = R"({"lr": 0.5})";
+  ro.machine_json = R"({"GEMM of a rank": "7 GFLOP/s"})";
   record_gpipe(2, ro);
   std::ifstream page_file(dir / "report.html");
   const std::string page((std::istreambuf_iterator<char>(page_file)), std::istreambuf_iterator<char>());
@@ -188,6 +189,8 @@ TEST(Trace, ReporterWritesTheRunReport) {
   EXPECT_EQ(info["layout"]["pp"], kStages);
   EXPECT_EQ(info["layout"]["schedule"], "gpipe");
   EXPECT_EQ(info["config"]["lr"], 0.5);
+  EXPECT_EQ(info["machine"]["GEMM of a rank"], "7 GFLOP/s");  // the program's, beside what the Reporter reads
+  EXPECT_GE(info["machine"]["cores of rank 0"].get<int>(), 1);
   EXPECT_GT(info["planned"]["bubble"].get<double>(), 0.0);
   EXPECT_TRUE(std::filesystem::exists(dir / "planned.svg"));
   std::filesystem::remove_all(dir);

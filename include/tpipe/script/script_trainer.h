@@ -72,6 +72,7 @@ struct ScriptTrainSummary {
 // for the user. With export_path, rank 0 writes the trained model (every stage's weights) there.
 ScriptTrainSummary train_script(const ScriptTrainConfig& c, Communicator& comm,
                                 const std::function<void(const TrainProgress&)>& progress = {},
-                                const std::function<void(const std::string&)>& note = {});
+                                const std::function<void(const std::string&)>& note = {},
+                                const std::string& machine_json = "");  // what the program measured, for report.html
 
 }  // namespace tpipe

@@ -59,6 +59,7 @@ struct TrainSummary {
 // line for the user (what a resume loaded, where a checkpoint was saved).
 TrainSummary train_gpt(const TrainConfig& c, const CharCorpus& corpus, Communicator& comm,
                        const std::function<void(const TrainProgress&)>& progress = {},
-                       const std::function<void(const std::string&)>& note = {});
+                       const std::function<void(const std::string&)>& note = {},
+                       const std::string& machine_json = "");  // what the program measured, for report.html
 
 }  // namespace tpipe
