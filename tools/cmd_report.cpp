@@ -28,16 +28,19 @@ int report_main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  // Each run is named by its directory's name, or its whole path when two names are alike.
+  // Each run is named by its directory's name ("out/pp2/" too), or its whole path when two names
+  // are alike.
+  auto name_of = [](const std::string& dir) {
+    const auto path = std::filesystem::path(dir).lexically_normal();
+    return (path.filename().empty() ? path.parent_path() : path).filename().string();
+  };
   std::set<std::string> names;
-  bool alike = false;
-  for (const auto& d : dirs) alike = !names.insert(std::filesystem::path(d).lexically_normal().filename().string()).second || alike;
+  for (const auto& d : dirs) names.insert(name_of(d));
+  const bool alike = names.size() < dirs.size();
   std::vector<report::RunFiles> runs;
-  for (const auto& d : dirs) {
-    const auto path = std::filesystem::path(d).lexically_normal();
-    const std::string name = path.filename().empty() ? path.parent_path().filename().string() : path.filename().string();
-    runs.push_back(report::read_run(report::run_paths(d), alike ? path.string() : name));
-  }
+  for (const auto& d : dirs)
+    runs.push_back(report::read_run(report::run_paths(d), alike ? std::filesystem::path(d).lexically_normal().string()
+                                                                 : name_of(d)));
   if (out.empty()) out = dirs.size() == 1 ? (std::filesystem::path(dirs[0]) / "report.html").string() : "compare.html";
   write_file_atomic(out, report::report_html(runs));
   std::cout << "wrote " << out << " (" << runs.size() << (runs.size() == 1 ? " run" : " runs") << ")\n";
