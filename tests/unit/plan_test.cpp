@@ -15,65 +15,12 @@
 #include "tpipe/schedule/generators.h"
 #include "tpipe/schedule/simulator.h"
 
+#include "plan_fixtures.h"
+
 namespace tpipe {
 namespace {
 
-// Measured on 8 rows: forward 1 ms, backward 2 ms, 1000 weight bytes, 100 activation bytes and
-// 10 output bytes per row.
-LayerFacts layer(const std::string& name, double forward_s = 1e-3, double backward_s = 2e-3) {
-  LayerFacts f;
-  f.name = name;
-  f.parameters = 250;
-  f.parameter_bytes = 1000;
-  f.rows = 8;
-  f.forward_s = forward_s;
-  f.backward_s = backward_s;
-  f.activation_bytes = 800;
-  f.output_bytes = 80;
-  return f;
-}
-
-std::vector<LayerFacts> identical(int n) {
-  std::vector<LayerFacts> v;
-  for (int i = 0; i < n; ++i) v.push_back(layer("block" + std::to_string(i)));
-  return v;
-}
-
-PlanRequest two_ranks() {
-  PlanRequest r;
-  r.layers = identical(4);
-  r.ranks = 2;
-  r.global_batch = 64;
-  return r;
-}
-
-PlanRequest two_ranks_as_one() {
-  PlanRequest r = two_ranks();
-  r.ranks = 1;
-  return r;
-}
-
-Layout choice(int pp, int dp, int m, const std::string& schedule, const std::string& checkpoint = "never",
-              const std::string& partition = "uniform") {
-  Layout l;
-  l.pp = pp;
-  l.dp = dp;
-  l.microbatches = m;
-  l.chunks = 0;
-  l.schedule = schedule;
-  l.checkpoint = checkpoint;
-  l.partition_method = partition;
-  return l;
-}
-
-const Layout* find(const std::vector<Layout>& all, int pp, int m, const std::string& schedule,
-                   const std::string& checkpoint, const std::string& partition) {
-  for (const Layout& l : all)
-    if (l.pp == pp && l.microbatches == m && l.schedule == schedule && l.checkpoint == checkpoint &&
-        l.partition_method == partition)
-      return &l;
-  return nullptr;
-}
+using namespace plan_fixtures;
 
 // pp = 2, m = 16: 4 rows a micro-batch, so a stage (2 layers) takes F = 1 ms, B = 2 ms; a message
 // (40 output bytes) c = 50 us + 40 / 2e9 s. GPipe: stage 1 finishes its forwards at (m+1) F + c,
@@ -101,31 +48,6 @@ TEST(Plan, GPipeStepAndMemoryAreTheHandFormulas) {
   ASSERT_NE(found, nullptr);
   EXPECT_EQ(found->step_s, g.step_s);
   EXPECT_EQ(found->memory_bytes_per_rank, g.memory_bytes_per_rank);
-}
-
-// Measured on 8 rows (F 1 ms, B 2 ms a layer) and on 1 row (F 0.3 ms, B 0.46 ms): a layer takes
-// F = 0.2 + 0.1 x rows ms and B = 0.24 + 0.22 x rows ms. pp = 1, m = 16 of 4 rows: 16 x 4 layers x
-// (0.6 + 1.12) ms. The optimizer's step adds the rank's 4000 weight bytes x 1 us.
-TEST(Plan, FewerRowsGiveEachActionItsFixedCostAndTheOptimizerItsStep) {
-  PlanRequest r = two_ranks();
-  r.ranks = 1;
-  r.global_batch = 64;
-  for (int i = 0; i < 4; ++i) {
-    LayerFacts few = layer("block" + std::to_string(i), 0.3e-3, 0.46e-3);
-    few.rows = 1;
-    r.layers_fewer_rows.push_back(few);
-  }
-  const Layout proportional = predict_layout(two_ranks_as_one(), choice(1, 1, 16, "1f1b"));
-  EXPECT_NEAR(proportional.pipeline_s, 16 * 4 * (0.5e-3 + 1e-3), 1e-12);
-  const Layout line = predict_layout(r, choice(1, 1, 16, "1f1b"));
-  EXPECT_NEAR(line.pipeline_s, 16 * 4 * (0.6e-3 + 1.12e-3), 1e-12);
-  EXPECT_EQ(line.optimizer_s, 0.0);
-  r.optimizer_s_per_weight_byte = 1e-6;
-  const Layout stepped = predict_layout(r, choice(1, 1, 16, "1f1b"));
-  EXPECT_NEAR(stepped.optimizer_s, 4000 * 1e-6, 1e-15);
-  EXPECT_NEAR(stepped.step_s, line.pipeline_s + 4000 * 1e-6, 1e-12);
-  r.layers_fewer_rows.pop_back();
-  EXPECT_THROW(predict_layout(r, choice(1, 1, 16, "1f1b")), ConfigError);
 }
 
 TEST(Plan, OneFOneBHoldsFewerMicroBatches) {
@@ -381,31 +303,6 @@ TEST(Plan, EightRanksSixteenLayersSearch) {
               << " layouts in " << ms << " ms; best: " << all.front().flags() << "\n";
     EXPECT_FALSE(all.empty());
   }
-}
-
-}  // namespace
-}  // namespace tpipe
-
-namespace tpipe {
-namespace {
-
-// 4 ranks on 2 cores: pure data parallelism keeps every rank busy, so the step is the work of all
-// four over two cores; a pipeline's ranks idle in its bubble and leave their core to others, so
-// its makespan stands when it is longer than the shared work.
-TEST(Plan, MoreRanksThanCoresShareTheCores) {
-  PlanRequest r = two_ranks();
-  r.ranks = 4;
-  const Layout alone = predict_layout(r, choice(1, 4, 1, "1f1b"));
-  r.cores = 2;
-  const Layout shared = predict_layout(r, choice(1, 4, 1, "1f1b"));
-  EXPECT_DOUBLE_EQ(shared.pipeline_s, 2 * alone.pipeline_s);
-  EXPECT_EQ(shared.allreduce_s, alone.allreduce_s) << "the all-reduce";
-  EXPECT_EQ(shared.step_s, shared.pipeline_s + shared.allreduce_s);
-  r.cores = 0;
-  const Layout pipe_alone = predict_layout(r, choice(4, 1, 2, "gpipe"));
-  r.cores = 2;
-  EXPECT_DOUBLE_EQ(predict_layout(r, choice(4, 1, 2, "gpipe")).pipeline_s, pipe_alone.pipeline_s)
-      << "m = 2 on 4 stages idles more than half the time";
 }
 
 }  // namespace
