@@ -70,6 +70,8 @@ MachineFacts read_machine_facts() {
     f.openblas = true;
     if (const char* name = corename()) f.blas_corename = name;
   }
+  // 0: sequential, 1: its own pthreads, 2: OpenMP's threads (shared with LibTorch's pool).
+  if (auto parallel = lookup<int (*)()>("openblas_get_parallel")) f.blas_own_threads = parallel() == 1;
   return f;
 }
 

@@ -111,6 +111,16 @@ RankTuning choose_rank_tuning(const MachineFacts& facts, int local_ranks,
               std::to_string(share) + ")";
   }
   if (omp && omp * ranks > cores) threads += ", oversubscribed";
+  // Two pools of several threads each: OpenMP's must not spin while OpenBLAS's run.
+  const int omp_threads = omp ? omp : share, blas_threads = ob ? ob : omp_threads;
+  if (facts.openblas && facts.blas_own_threads && omp_threads > 1 && blas_threads > 1) {
+    if (env.count("OMP_WAIT_POLICY")) {
+      threads += "; OMP_WAIT_POLICY=" + env.at("OMP_WAIT_POLICY") + " (yours)";
+    } else {
+      t.set.emplace_back("OMP_WAIT_POLICY", "PASSIVE");
+      threads += "; OMP_WAIT_POLICY=PASSIVE (OpenBLAS has threads of its own: OpenMP's must not spin)";
+    }
+  }
 
   std::string malloc_note;
   if (facts.glibc) {

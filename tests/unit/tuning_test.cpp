@@ -107,6 +107,29 @@ TEST(Tuning, TheUsersVariablesAreNeverOverridden) {
   EXPECT_EQ(as_map(odd), (std::map<std::string, std::string>{{"OPENBLAS_CORETYPE", "SkylakeX"}}));
 }
 
+TEST(Tuning, OpenMpWaitsPassivelyWhenAPthreadsOpenBlasAlsoHasSeveralThreads) {
+  MachineFacts f = facts(kAvx512, 4, "SkylakeX");
+  f.blas_own_threads = true;
+  const RankTuning one = choose_rank_tuning(f, 1, {});
+  EXPECT_EQ(as_map(one), (std::map<std::string, std::string>{
+                             {"OMP_NUM_THREADS", "4"}, {"OPENBLAS_NUM_THREADS", "4"}, {"OMP_WAIT_POLICY", "PASSIVE"}}));
+  EXPECT_NE(one.line.find("OMP_WAIT_POLICY=PASSIVE (OpenBLAS has threads of its own"), std::string::npos);
+  // One thread in either pool: nothing spins against anything.
+  EXPECT_EQ(as_map(choose_rank_tuning(f, 4, {})).count("OMP_WAIT_POLICY"), 0u);
+  EXPECT_EQ(as_map(choose_rank_tuning(f, 1, {{"OPENBLAS_NUM_THREADS", "1"}})).count("OMP_WAIT_POLICY"), 0u);
+  EXPECT_EQ(as_map(choose_rank_tuning(f, 1, {{"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", "1"}}))
+                .count("OMP_WAIT_POLICY"),
+            0u);
+  // The user's threads count too, and the user's policy is kept and said.
+  EXPECT_EQ(as_map(choose_rank_tuning(f, 4, {{"OMP_NUM_THREADS", "2"}})).at("OMP_WAIT_POLICY"), "PASSIVE");
+  const RankTuning mine = choose_rank_tuning(f, 1, {{"OMP_WAIT_POLICY", "ACTIVE"}});
+  EXPECT_EQ(as_map(mine).count("OMP_WAIT_POLICY"), 0u);
+  EXPECT_NE(mine.line.find("OMP_WAIT_POLICY=ACTIVE (yours)"), std::string::npos);
+  // OpenBLAS on OpenMP's threads (or another BLAS): one pool, left alone.
+  f.blas_own_threads = false;
+  EXPECT_EQ(as_map(choose_rank_tuning(f, 1, {})).count("OMP_WAIT_POLICY"), 0u);
+}
+
 TEST(Tuning, GlibcMallocKeepsFreedMemoryUnlessTheUserSaidOtherwise) {
   auto f = facts(kAvx512, 2, "SkylakeX");
   f.glibc = true;

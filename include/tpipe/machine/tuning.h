@@ -11,6 +11,10 @@
 //     micro-batch pays page faults for its multi-MiB temporaries (measured: a rank's backward
 //     1.6-2x slower than the same work in one process). Fixed mmap and trim thresholds make it
 //     reuse its heap; both must be set (either alone is worse than neither).
+//   - LibTorch's intra-op pool (OpenMP) and a pthreads OpenBLAS each keep threads of their own,
+//     and OpenMP's spin after every parallel region: with more than one thread in each, they
+//     take the cores from each other (measured on a 2-core VM, one process, 2+2 threads: a step
+//     2.4x slower than with 1 thread; with OMP_WAIT_POLICY=PASSIVE, 1.35x faster than 1 thread).
 //   - Left to the scheduler, ranks and their helper threads (Gloo's, the Communicator's) wander
 //     over all cores and wake each other's; each rank bound to cores of its own computes more
 //     evenly and hears its messages sooner (measured on a 2-core VM: message latency 0.15-0.23
@@ -48,6 +52,7 @@ struct MachineFacts {
   std::vector<int> cpus;         // their ids (empty: unknown, no binding)
   bool openblas = false;         // the BLAS in use is OpenBLAS
   std::string blas_corename;     // OpenBLAS's kernel, as openblas_get_corename() says
+  bool blas_own_threads = false;  // OpenBLAS runs its own thread pool (a pthreads build), not OpenMP's
   bool glibc = true;             // malloc is glibc's (GLIBC_TUNABLES applies)
 };
 
