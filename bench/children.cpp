@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -23,6 +24,10 @@ std::optional<std::vector<nlohmann::json>> run_child(const std::string& cmd) {
   for (std::size_t at = out.find("BENCH {"); at != std::string::npos; at = out.find("BENCH {", at + 1))
     found.push_back(nlohmann::json::parse(out.substr(at + 6, out.find('\n', at) - at - 6)));
   if (status != 0 || found.empty()) throw std::runtime_error("`" + cmd + "` failed:\n" + out);
+  // Processes that each report (the serial pair) say which they are; their lines come in any order.
+  std::stable_sort(found.begin(), found.end(), [](const nlohmann::json& x, const nlohmann::json& y) {
+    return x.value("process", 0) < y.value("process", 0);
+  });
   return found;
 }
 

@@ -1,6 +1,7 @@
 // The worker modes of tpipe_bench (see workers.h).
 #include "workers.h"
 
+#include <cstdlib>
 #include <map>
 
 #include "tpipe/engine.h"
@@ -149,7 +150,8 @@ nlohmann::json run_serial(const Workload& w) {
   });
   nlohmann::json ops;
   for (auto& [k, v] : per_op) ops[k] = median(v);
-  return {{"step_s", step}, {"compute_ms", ops}};
+  const char* process = std::getenv("RANK");  // which of the pair, when run by `tpipe run`
+  return {{"step_s", step}, {"compute_ms", ops}, {"process", process ? std::atoi(process) : 0}};
 }
 
 nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, const std::string& timeline) {
