@@ -66,6 +66,18 @@ void check_request(const PlanRequest& r) {
   require(std::isfinite(r.message_latency_s) && r.message_latency_s >= 0,
           "the message latency must be a finite number of seconds >= 0, got " + show(r.message_latency_s));
   require(r.bytes_per_s > 0, "the bandwidth must be > 0 bytes per second, got " + show(r.bytes_per_s));
+  require(std::isfinite(r.tied_bytes) && r.tied_bytes >= 0, "tied_bytes must be a finite number >= 0, got " +
+                                                                 show(r.tied_bytes));
+  auto measured = [&](const LinearCost& c, const std::string& what) {
+    require(std::isfinite(c.latency_s) && c.latency_s >= 0 && std::isfinite(c.bytes_per_s),
+            what + " must have a finite latency >= 0 and a finite rate, got " + show(c.latency_s) + " s and " +
+                show(c.bytes_per_s) + " bytes/s");
+  };
+  measured(r.comm.point_to_point, "the measured point-to-point cost");
+  for (const auto& [group, cost] : r.comm.all_reduce) {
+    require(group >= 2, "a measured all-reduce needs groups of >= 2 ranks, got " + std::to_string(group));
+    measured(cost, "the measured all-reduce of " + std::to_string(group));
+  }
   require(r.weight_share >= 0 && r.weight_share <= 1, "weight_share must be in [0, 1], got " + show(r.weight_share));
   require(!r.schedules.empty() && !r.partitions.empty() && !r.checkpoints.empty(),
           "the schedules, partition methods and checkpoint modes to try must not be empty");
@@ -93,8 +105,9 @@ Layout predict(const PlanRequest& request, Layout l, const Schedule& s, const Sc
     l.pipeline_s = shared_cores_makespan(s, costs, request.cores, l.dp);
   l.bubble = sim.bubble;
   l.allreduce_s = detail::allreduce_seconds(request, layers, l.partition, s, l.dp);
+  l.step_end_s = detail::step_end_seconds(request, s, l.dp);
   l.optimizer_s = request.optimizer_s_per_weight_byte * detail::most_weight_bytes(layers, l.partition, s);
-  l.step_s = l.pipeline_s + l.allreduce_s + l.optimizer_s;
+  l.step_s = l.pipeline_s + l.allreduce_s + l.step_end_s + l.optimizer_s;
   l.memory_bytes_per_rank = detail::memory_per_rank(layers, l.partition, s, l.checkpoint);
   const auto fullest = std::max_element(l.memory_bytes_per_rank.begin(), l.memory_bytes_per_rank.end());
   l.fullest_rank = static_cast<int>(fullest - l.memory_bytes_per_rank.begin());

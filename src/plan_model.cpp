@@ -86,7 +86,7 @@ Costs pipeline_costs(const PlanRequest& request, const ScaledLayers& layers, con
   double largest = 0;  // the simulator takes one comm latency: the largest message sets it
   for (int st = 0; st + 1 < cut.num_stages(); ++st)
     if (s.rank_of(st) != s.rank_of(st + 1)) largest = std::max(largest, layers.output[cut.end(st) - 1]);
-  c.comm = request.message_latency_s + largest / request.bytes_per_s;
+  c.comm = message_seconds(request.comm, largest, request.message_latency_s, request.bytes_per_s);
   return c;
 }
 
@@ -103,9 +103,20 @@ double most_weight_bytes(const ScaledLayers& layers, const Partition& cut, const
 double allreduce_seconds(const PlanRequest& request, const ScaledLayers& layers, const Partition& cut,
                          const Schedule& s, int dp) {
   if (dp <= 1) return 0;
-  const double most = most_weight_bytes(layers, cut, s);
-  // A ring all-reduce sends and receives 2 (dp-1)/dp of the buffer in 2 (dp-1) steps.
-  return 2.0 * (dp - 1) / dp * most / request.bytes_per_s + 2.0 * (dp - 1) * request.message_latency_s;
+  return all_reduce_seconds(request.comm, dp, most_weight_bytes(layers, cut, s), request.message_latency_s,
+                            request.bytes_per_s);
+}
+
+double step_end_seconds(const PlanRequest& request, const Schedule& s, int dp) {
+  auto reduce = [&](int group, double bytes) {
+    return all_reduce_seconds(request.comm, group, bytes, request.message_latency_s, request.bytes_per_s);
+  };
+  const int pp = s.num_ranks();
+  double t = 0;
+  if (request.tied_bytes > 0 && s.rank_of(0) != s.rank_of(s.num_stages() - 1)) t += reduce(2 * dp, request.tied_bytes);
+  t += reduce(pp, 8);  // the gradient norm, a double
+  if (request.record_every_step) t += reduce(pp * dp, 4096);
+  return t;
 }
 
 std::vector<double> memory_per_rank(const ScaledLayers& layers, const Partition& cut, const Schedule& s,

@@ -37,6 +37,10 @@ double most_weight_bytes(const ScaledLayers& layers, const Partition& cut, const
 double allreduce_seconds(const PlanRequest& request, const ScaledLayers& layers, const Partition& cut,
                          const Schedule& s, int dp);
 
+// Seconds of the collectives at the step's end after the data-parallel one: tied weights, the
+// gradient norm, the recorder's gather (see plan.h).
+double step_end_seconds(const PlanRequest& request, const Schedule& s, int dp);
+
 // Bytes each rank (pipeline position) holds at its peak.
 std::vector<double> memory_per_rank(const ScaledLayers& layers, const Partition& cut, const Schedule& s,
                                     const std::string& checkpoint);

@@ -13,10 +13,17 @@
 //   time     F = forward; B = backward, plus one more forward for a checkpointed micro-batch
 //            (except_last: (m-1)/m of one, the simulator taking one cost per stage); a schedule
 //            that splits the backward (zb-h1, zb-v) gives W = weight_share x backward and B the
-//            rest. comm = message_latency_s + (largest output crossing ranks) / bytes_per_s.
+//            rest. comm = one message of the largest output crossing ranks (plan_comm.h:
+//            measured when `comm` holds it, else message_latency_s + bytes / bytes_per_s).
 //   step     simulated makespan (with more ranks than `cores`, the ranks of all replicas share
-//            the cores: shared_cores_makespan, compute_sim.h) + (dp > 1) the ring all-reduce of
-//            the rank with the most weight bytes, not overlapped: 2 (dp-1)/dp x bytes / bytes_per_s + 2 (dp-1) x latency,
+//            the cores: shared_cores_makespan, compute_sim.h)
+//            + (dp > 1) the all-reduce of the rank with the most weight bytes in groups of dp,
+//            not overlapped (allreduce_s)
+//            + the step's end (step_end_s), one collective after another: the tied weights'
+//            gradients (tied_bytes, in groups of 2 x dp, when the first and last stage are on
+//            different ranks), the gradient norm (8 bytes in groups of pp, pp > 1) and, when
+//            record_every_step, the recorder's gather of the step's events (world, 4 KiB)
+//            (all-reduces as plan_comm.h: measured lines, or a ring at the fixed numbers)
 //            + the optimizer's step on that rank: its weight bytes x optimizer_s_per_weight_byte.
 //   memory   per rank: weights x (2 + optimizer_bytes_per_weight_byte) (weights, gradients,
 //            optimizer state) + the peak of the activations it holds while it runs its actions
@@ -34,6 +41,7 @@
 #include <vector>
 
 #include "tpipe/partition.h"
+#include "tpipe/plan_comm.h"
 
 namespace tpipe {
 
@@ -56,6 +64,9 @@ struct PlanRequest {
   double bytes_per_s = 2e9;          // point-to-point and all-reduce bandwidth
   double weight_share = 0.5;         // of a layer's backward that is W when a schedule splits it
   double optimizer_s_per_weight_byte = 0;  // the optimizer's step, timed (0: free)
+  CommCosts comm;                    // measured on the ranks (empty: the fixed numbers above)
+  double tied_bytes = 0;             // weights shared by the first and the last layer (a GPT's wte)
+  bool record_every_step = false;    // tpipe train records every step (its metrics and report)
   // Cores the ranks share (0: each rank has its own). With more ranks than cores, the ranks
   // computing at a moment share them evenly, and a rank idle in its bubble leaves its share.
   double cores = 0;
@@ -71,8 +82,8 @@ struct Layout {
   int microbatch_rows = 1;                           // global_batch / (dp x microbatches)
   std::string schedule, partition_method, checkpoint;
   Partition partition;  // the cut it uses, pp x chunks stages
-  double step_s = 0;    // pipeline_s + allreduce_s + optimizer_s (tied-weight reduction ignored)
-  double pipeline_s = 0, allreduce_s = 0, optimizer_s = 0, bubble = 0;
+  double step_s = 0;    // pipeline_s + allreduce_s + step_end_s + optimizer_s
+  double pipeline_s = 0, allreduce_s = 0, step_end_s = 0, optimizer_s = 0, bubble = 0;
   double peak_memory_bytes = 0;  // of the fullest rank
   int fullest_rank = 0;          // its pipeline position (the lowest of equals)
   std::vector<double> memory_bytes_per_rank;  // by pipeline position

@@ -34,7 +34,9 @@ TEST(Plan, GPipeStepAndMemoryAreTheHandFormulas) {
   EXPECT_EQ(g.partition.bounds, (std::vector<int>{0, 2, 4}));
   EXPECT_NEAR(g.pipeline_s, 17 * 3e-3 + 2 * c, 1e-12);
   EXPECT_EQ(g.allreduce_s, 0.0);
-  EXPECT_EQ(g.step_s, g.pipeline_s);
+  // The step's end: the gradient norm (8 bytes) all-reduced by the 2 ranks, a ring of 2 steps.
+  EXPECT_NEAR(g.step_end_s, 2 * 50e-6 + 8 / 2e9, 1e-15);
+  EXPECT_EQ(g.step_s, g.pipeline_s + g.step_end_s);
   // Weights, gradients and two Adam moments: 2 layers x 1000 x 4. Activations: all 16 in flight,
   // 2 x 400 bytes each, and stage 1 also keeps its 40-byte input.
   EXPECT_EQ(g.memory_bytes_per_rank, (std::vector<double>{8000 + 16 * 800, 8000 + 16 * 840}));

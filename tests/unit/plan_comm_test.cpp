@@ -1,0 +1,84 @@
+// Communication in the planner: lines fitted through two measured timings, and the step's end
+// (tied weights, gradient norm, the recorder's gather) charged with them.
+#include <gtest/gtest.h>
+
+#include "tpipe/error.h"
+#include "tpipe/plan.h"
+#include "tpipe/plan_comm.h"
+
+#include "plan_fixtures.h"
+
+namespace tpipe {
+namespace {
+
+using namespace plan_fixtures;
+
+TEST(PlanComm, ALineThroughTwoTimings) {
+  // 0.1 ms + bytes at 1 GB/s, timed at 4 KiB and 4 MiB.
+  const LinearCost c = fit_linear_cost(4096, 1e-4 + 4096 / 1e9, 4 << 20, 1e-4 + (4 << 20) / 1e9);
+  EXPECT_NEAR(c.latency_s, 1e-4, 1e-15);
+  EXPECT_NEAR(c.bytes_per_s, 1e9, 1e-3);
+  EXPECT_NEAR(c.seconds(1e6), 1e-4 + 1e-3, 1e-15);
+  // The large one no slower than the small one (noise): its mean rate, no latency.
+  const LinearCost flat = fit_linear_cost(4096, 2e-3, 1 << 20, 1e-3);
+  EXPECT_EQ(flat.latency_s, 0.0);
+  EXPECT_DOUBLE_EQ(flat.bytes_per_s, (1 << 20) / 1e-3);
+  // A line that would start below zero starts at zero, its slope kept.
+  const LinearCost steep = fit_linear_cost(1000, 1e-6, 2000, 1e-3);
+  EXPECT_EQ(steep.latency_s, 0.0);
+  EXPECT_NEAR(steep.bytes_per_s, 1000 / (1e-3 - 1e-6), 1e-6);
+}
+
+TEST(PlanComm, MeasuredLinesOrTheFixedRing) {
+  CommCosts c;
+  EXPECT_DOUBLE_EQ(message_seconds(c, 1000, 5e-5, 2e9), 5e-5 + 1000 / 2e9);
+  EXPECT_DOUBLE_EQ(all_reduce_seconds(c, 4, 1000, 5e-5, 2e9), 6 * 5e-5 + 1.5 * 1000 / 2e9);  // 2(g-1), 2(g-1)/g
+  EXPECT_EQ(all_reduce_seconds(c, 1, 1000, 5e-5, 2e9), 0.0);
+  c.point_to_point = {2e-4, 1e8};
+  c.all_reduce[4] = {5e-3, 1e6};
+  EXPECT_DOUBLE_EQ(message_seconds(c, 1000, 5e-5, 2e9), 2e-4 + 1e-5);
+  EXPECT_DOUBLE_EQ(all_reduce_seconds(c, 4, 1000, 5e-5, 2e9), 5e-3 + 1e-3);
+  EXPECT_DOUBLE_EQ(all_reduce_seconds(c, 2, 1000, 5e-5, 2e9), 2 * 5e-5 + 1000 / 2e9) << "groups of 2: not measured";
+}
+
+// pp = 2 x dp = 2, GPipe, m = 8 of 4 rows: each stage F 1 ms, B 2 ms, 2000 weight bytes, 40-byte
+// outputs. With the measured lines: all-reduce in pairs 1 ms + 1 MB/s, in fours 5 ms + 1 MB/s;
+// a message 0.2 ms + 100 MB/s.
+TEST(PlanComm, TheStepEndIsChargedWithTheMeasuredCollectives) {
+  PlanRequest r = two_ranks();
+  r.ranks = 4;
+  r.comm.point_to_point = {2e-4, 1e8};
+  r.comm.all_reduce[2] = {1e-3, 1e6};
+  r.comm.all_reduce[4] = {5e-3, 1e6};
+  r.tied_bytes = 500;
+  r.record_every_step = true;
+  const Layout g = predict_layout(r, choice(2, 2, 8, "gpipe"));
+  const double message = 2e-4 + 40 / 1e8;
+  EXPECT_NEAR(g.pipeline_s, 9 * 3e-3 + 2 * message, 1e-12);
+  EXPECT_NEAR(g.allreduce_s, 1e-3 + 2000 / 1e6, 1e-15);
+  const double tied = 5e-3 + 500 / 1e6, norm = 1e-3 + 8 / 1e6, gather = 5e-3 + 4096 / 1e6;
+  EXPECT_NEAR(g.step_end_s, tied + norm + gather, 1e-15);
+  EXPECT_DOUBLE_EQ(g.step_s, g.pipeline_s + g.allreduce_s + g.step_end_s + g.optimizer_s);
+
+  // ZB-V puts the first and the last stage on rank 0: the tied copies are one module there.
+  const Layout v = predict_layout(r, choice(2, 2, 8, "zb-v"));
+  EXPECT_NEAR(v.step_end_s, norm + gather, 1e-15);
+  // Not recording, one stage: nothing but the data-parallel all-reduce is left.
+  r.record_every_step = false;
+  EXPECT_EQ(predict_layout(r, choice(1, 4, 2, "1f1b")).step_end_s, 0.0);
+}
+
+TEST(PlanComm, MeasurementsMustBeNumbers) {
+  PlanRequest r = two_ranks();
+  r.comm.all_reduce[1] = {1e-3, 1e6};
+  EXPECT_THROW(plan_layouts(r), ConfigError);
+  r.comm.all_reduce.clear();
+  r.comm.point_to_point = {-1e-3, 1e6};
+  EXPECT_THROW(plan_layouts(r), ConfigError);
+  r.comm.point_to_point = {};
+  r.tied_bytes = -1;
+  EXPECT_THROW(plan_layouts(r), ConfigError);
+}
+
+}  // namespace
+}  // namespace tpipe
