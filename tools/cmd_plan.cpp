@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "comm_probe.h"
 #include "gpt_profile.h"
 #include "model_flags.h"
 #include "tpipe/error.h"
@@ -87,6 +88,9 @@ void print_row(const char* mark, const Layout& l, double measured_s) {
               l.fits ? "yes" : "no", l.flags().c_str());
   if (measured_s > 0) std::printf("   measured %.2f ms (%+.0f%%)", 1e3 * measured_s, 100 * (l.step_s / measured_s - 1));
   std::printf("\n");
+  if (measured_s > 0)
+    std::printf("%-8s %9s  predicted: pipeline %.2f + all-reduce %.2f + step end %.2f + optimizer %.2f ms\n", "", "",
+                1e3 * l.pipeline_s, 1e3 * l.allreduce_s, 1e3 * l.step_end_s, 1e3 * l.optimizer_s);
 }
 
 }  // namespace
@@ -103,6 +107,9 @@ std::string apply_best_layout(TrainConfig& c) {
   request.layers_fewer_rows = profile.layers_fewer_rows;
   request.cores = profile.cores;
   request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
+  request.tied_bytes = profile.tied_bytes;
+  request.record_every_step = true;  // tpipe train records every step for its metrics
+  request.comm = measure_comm(request.ranks);
   const Layout best = plan_layouts(request).front();
   c.stages = best.pp;
   c.dp = best.dp;
@@ -143,11 +150,14 @@ int plan_main(int argc, char** argv) {
   app.add_option("--measure", steps, "also run the best and the default layout with tpipe train for this many "
                                      "steps and print their measured step times")
       ->check(CLI::Range(2, 100000));
+  bool probe_worker = false;
+  app.add_flag("--probe-worker", probe_worker, "(internal) run one rank of the communication probe")->group("");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (probe_worker) return comm_probe_worker();
   check_config(model_config(c, 2));
   PlanRequest request;
   request.ranks = ranks;
@@ -158,6 +168,9 @@ int plan_main(int argc, char** argv) {
   request.layers_fewer_rows = profile.layers_fewer_rows;
   request.cores = profile.cores;
   request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
+  request.tied_bytes = profile.tied_bytes;
+  request.record_every_step = true;  // tpipe train records every step for its metrics
+  request.comm = measure_comm(ranks);
   const auto layouts = plan_layouts(request);
   std::printf("GPT %d blocks x %d wide, %d sequences of %d a step, on %d ranks%s; %zu layouts, costs measured on "
               "one micro-batch of %d (%d intra-op thread%s%s)\n\n",
@@ -165,6 +178,13 @@ int plan_main(int argc, char** argv) {
               std::isfinite(request.memory_per_rank) ? (" with " + memory + " each").c_str() : "", layouts.size(),
               c.microbatch_size, profile.threads, profile.threads == 1 ? "" : "s",
               ranks > profile.cores ? (", " + std::to_string(profile.cores) + " cores shared").c_str() : "");
+  if (request.comm.ranks > 0) {
+    std::printf("communication measured on %d ranks: a message %.3f ms + %.2f GB/s", request.comm.ranks,
+                1e3 * request.comm.point_to_point.latency_s, request.comm.point_to_point.bytes_per_s / 1e9);
+    for (const auto& [g, cost] : request.comm.all_reduce)
+      std::printf("; all-reduce of %d %.3f ms + %.2f GB/s", g, 1e3 * cost.latency_s, cost.bytes_per_s / 1e9);
+    std::printf("\n\n");
+  }
   std::printf("%-8s %9s  %7s  %9s  %-4s %s\n", "", "step ms", "bubble", "peak MiB", "fits", "tpipe train flags");
   for (int i = 0; i < std::min<int>(top, static_cast<int>(layouts.size())); ++i)
     print_row(i == 0 ? "best" : "", layouts[i], 0);

@@ -31,6 +31,7 @@ GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats) {
   p.optimizer_s_per_weight_byte = optimizer_seconds_per_weight_byte(c, corpus.vocab_size());
   at::set_num_threads(before);
   p.cores = cores;
+  p.tied_bytes = static_cast<double>(corpus.vocab_size()) * c.dim * sizeof(float);
   return p;
 }
 

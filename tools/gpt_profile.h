@@ -17,6 +17,7 @@ struct GptProfile {
   int threads = 1;                 // intra-op threads it was measured with
   int cores = 1;                   // of this machine, which the ranks share
   double optimizer_s_per_weight_byte = 0;  // the optimizer's step, timed on the whole model
+  double tied_bytes = 0;           // the embedding the first and last layer share (wte)
 };
 
 // Loads the corpus (its vocabulary sizes the model), builds the model and profiles it with the

@@ -51,6 +51,9 @@ TEST(PlanCli, PrintsTheBestLayoutsAndWhatDoesNotFit) {
   Output out = tpipe("plan --ranks 2 --repeats 1 --top 3" + std::string(kTiny));
   ASSERT_EQ(out.status, 0) << out.text;
   EXPECT_NE(out.text.find("\nbest "), std::string::npos) << out.text;
+  // The communication it charges was measured by 2 ranks of its own.
+  EXPECT_NE(out.text.find("communication measured on 2 ranks: a message "), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("; all-reduce of 2 "), std::string::npos) << out.text;
   EXPECT_NE(out.text.find("run the best:  tpipe train --stages "), std::string::npos) << out.text;
   out = tpipe("plan --ranks 2 --repeats 1 --top 1 --memory-per-rank 1KiB" + std::string(kTiny));
   ASSERT_EQ(out.status, 0) << out.text;

@@ -1,0 +1,106 @@
+// The communication probe (see comm_probe.h).
+#include "comm_probe.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "tpipe/comm/communicator.h"
+#include "tpipe/comm/group.h"
+#include "tpipe/error.h"
+#include "tpipe/machine/facts.h"
+#include "worker_ranks.h"
+
+namespace tpipe::cli {
+namespace {
+
+constexpr int kWarmup = 3, kTimed = 11;
+constexpr double kSmall = 4096, kLarge = 4 << 20;  // bytes: a gradient norm's scale, a layer's gradients
+
+using Clock = std::chrono::steady_clock;
+
+// The median of kTimed runs of `op` (after kWarmup), each begun together on every rank.
+template <class Op>
+double median_seconds(Communicator& comm, Op op) {
+  std::vector<double> t;
+  for (int i = 0; i < kWarmup + kTimed; ++i) {
+    std::vector<at::Tensor> zero{at::zeros({1})};
+    comm.world().all_reduce_sum(zero, "lining up the communication probe");
+    const auto t0 = Clock::now();
+    op(i);
+    if (i >= kWarmup) t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// One message each way between ranks 2k and 2k+1 (an odd last rank sits out): half the round trip.
+double message_seconds_of(Communicator& comm, double bytes, int link) {
+  const int r = comm.rank(), peer = r ^ 1;
+  const bool paired = peer < comm.world_size();
+  const Payload p{at::zeros({static_cast<std::int64_t>(bytes / 4)})};
+  const Where where{r};
+  return median_seconds(comm, [&](int) {
+           if (!paired) return;
+           if (r % 2 == 0) {
+             comm.send(p, peer, wire::Kind::Activation, 0, link, 0, where);
+             auto back = comm.post_recv(peer, wire::Kind::Gradient, 0, link);
+             comm.wait_recv(*back, where);
+           } else {
+             auto in = comm.post_recv(peer, wire::Kind::Activation, 0, link);
+             comm.send(comm.wait_recv(*in, where), peer, wire::Kind::Gradient, 0, link, 1, where);
+           }
+           comm.wait_sends();
+         }) / 2;
+}
+
+double all_reduce_seconds_of(Communicator& comm, Group& group, double bytes) {
+  std::vector<at::Tensor> t{at::zeros({static_cast<std::int64_t>(bytes / 4)})};
+  return median_seconds(comm, [&](int) { group.all_reduce_sum(t, "the communication probe's all-reduce"); });
+}
+
+}  // namespace
+
+int comm_probe_worker() {
+  CommOptions co;
+  co.timeout = std::chrono::seconds(60);
+  auto comm = Communicator::from_env(co);
+  const int n = comm->world_size(), r = comm->rank();
+  nlohmann::json out;
+  out["message"] = {message_seconds_of(*comm, kSmall, 0), message_seconds_of(*comm, kLarge, 1)};
+  for (int g = 2; g <= n; ++g) {
+    if (n % g != 0) continue;
+    std::vector<int> members;
+    for (int i = r / g * g; i < (r / g + 1) * g; ++i) members.push_back(i);
+    auto group = comm->new_group("probe/" + std::to_string(g) + "/" + std::to_string(r / g), members);
+    out["all_reduce"][std::to_string(g)] = {all_reduce_seconds_of(*comm, *group, kSmall),
+                                            all_reduce_seconds_of(*comm, *group, kLarge)};
+  }
+  if (r == 0) report_summary(out);
+  return 0;
+}
+
+CommCosts measure_comm(int ranks) {
+  CommCosts c;
+  if (ranks < 2) return c;
+  LaunchOptions lo;
+  lo.nproc = ranks;
+  const RankTuning tuning = tune_local_ranks(ranks);
+  lo.env = tuning.set;
+  lo.cpus = tuning.cpus;
+  lo.command = {"/proc/self/exe", "plan", "--probe-worker"};
+  nlohmann::json s;
+  if (launch_worker_ranks("tpipe plan", lo, s) != 0 || s.is_null())
+    throw Error("the communication probe on " + std::to_string(ranks) + " ranks failed");
+  auto line = [](const nlohmann::json& pair) {
+    return fit_linear_cost(kSmall, pair[0].get<double>(), kLarge, pair[1].get<double>());
+  };
+  c.point_to_point = line(s["message"]);
+  for (const auto& [g, pair] : s["all_reduce"].items()) c.all_reduce[std::stoi(g)] = line(pair);
+  c.ranks = ranks;
+  return c;
+}
+
+}  // namespace tpipe::cli
