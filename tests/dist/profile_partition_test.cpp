@@ -1,6 +1,7 @@
 // The "profile" partition: rank 0 measures every layer on a sample micro-batch and every rank cuts
-// the same way. On a model with one heavy layer among light ones, the measured cut isolates it and
-// its slowest stage is never slower than the uniform cut's; the step computes the same thing.
+// the same way. On a model with two heavy layers among light ones, the measured cut puts them on
+// different stages and its slowest stage is never slower than the uniform cut's; the step
+// computes the same thing.
 #include <gtest/gtest.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -14,7 +15,7 @@
 namespace tpipe::testing {
 namespace {
 
-constexpr int kDim = 32, kRows = 16;
+constexpr int kDim = 32, kRows = 256;
 
 // Weights from a generator of the layer's own (ranks are threads sharing the global one).
 struct MlpImpl : torch::nn::Module {
@@ -26,11 +27,14 @@ struct MlpImpl : torch::nn::Module {
   at::Tensor up, down;
 };
 
-// 8 layers x <- tanh(x Up) Down; layer 2 is 64 times wider inside than the others.
+// 8 layers x <- tanh(x Up) Down; layers 1 and 2 are 64 times wider inside than the others, so
+// that each costs far more than the rest (on 256 rows the narrow ones are mostly fixed cost):
+// uniform's first stage holds both, a measured cut puts them apart and halves the slowest stage,
+// a margin no timing noise closes.
 std::vector<LayerSpec> unbalanced() {
   std::vector<LayerSpec> specs;
   for (int i = 0; i < 8; ++i) {
-    const int hidden = i == 2 ? 64 * kDim : kDim;
+    const int hidden = i == 1 || i == 2 ? 64 * kDim : kDim;
     specs.push_back({"mlp" + std::to_string(i), [hidden, i] {
                        auto m = std::make_shared<MlpImpl>(hidden, i);
                        return tensor_layer(m, [m](const at::Tensor& x) { return torch::tanh(x.mm(m->up)).mm(m->down); },
@@ -68,12 +72,11 @@ Outcome train(const std::string& partition, int ranks) {
   return run;
 }
 
-TEST(ProfilePartition, IsolatesTheHeavyLayerAndNeverLosesToUniform) {
+TEST(ProfilePartition, PutsTheHeavyLayersApartAndNeverLosesToUniform) {
   const Outcome uniform = train("uniform", 2);
   const Outcome profiled = train("profile", 2);
   EXPECT_EQ(uniform.sizes, (std::vector<int>{4, 4}));
-  EXPECT_TRUE(profiled.sizes == (std::vector<int>{3, 5}) || profiled.sizes == (std::vector<int>{2, 6}))
-      << "the heavy layer 2 at a stage boundary, got " << ::testing::PrintToString(profiled.sizes);
+  EXPECT_EQ(profiled.sizes, (std::vector<int>{2, 6})) << "the heavy layers 1 and 2 on different stages";
   EXPECT_NEAR(profiled.loss, uniform.loss, 1e-12 * uniform.loss) << "a cut changes no arithmetic";
 
   const auto facts = profile_layers(unbalanced(), {torch::randn({kRows, kDim}, torch::kDouble)});
