@@ -66,6 +66,8 @@ void check_request(const PlanRequest& r) {
   require(std::isfinite(r.message_latency_s) && r.message_latency_s >= 0,
           "the message latency must be a finite number of seconds >= 0, got " + show(r.message_latency_s));
   require(r.bytes_per_s > 0, "the bandwidth must be > 0 bytes per second, got " + show(r.bytes_per_s));
+  require(std::isfinite(r.compute_slowdown) && r.compute_slowdown >= 1,
+          "compute_slowdown must be a finite number >= 1, got " + show(r.compute_slowdown));
   require(std::isfinite(r.tied_bytes) && r.tied_bytes >= 0, "tied_bytes must be a finite number >= 0, got " +
                                                                  show(r.tied_bytes));
   auto measured = [&](const LinearCost& c, const std::string& what) {
@@ -106,7 +108,8 @@ Layout predict(const PlanRequest& request, Layout l, const Schedule& s, const Sc
   l.bubble = sim.bubble;
   l.allreduce_s = detail::allreduce_seconds(request, layers, l.partition, s, l.dp);
   l.step_end_s = detail::step_end_seconds(request, s, l.dp);
-  l.optimizer_s = request.optimizer_s_per_weight_byte * detail::most_weight_bytes(layers, l.partition, s);
+  l.optimizer_s = (request.ranks > 1 ? request.compute_slowdown : 1.0) * request.optimizer_s_per_weight_byte *
+                  detail::most_weight_bytes(layers, l.partition, s);
   l.step_s = l.pipeline_s + l.allreduce_s + l.step_end_s + l.optimizer_s;
   l.memory_bytes_per_rank = detail::memory_per_rank(layers, l.partition, s, l.checkpoint);
   const auto fullest = std::max_element(l.memory_bytes_per_rank.begin(), l.memory_bytes_per_rank.end());

@@ -69,9 +69,10 @@ Costs pipeline_costs(const PlanRequest& request, const ScaledLayers& layers, con
   Costs c;
   const bool split = splits_backward(s);
   const double again = recompute_share(checkpoint, s.num_microbatches);
+  const double slower = request.ranks > 1 ? request.compute_slowdown : 1.0;
   for (int st = 0; st < cut.num_stages(); ++st) {
-    const double f = stage_sum(layers.forward, cut, st);
-    const double b = stage_sum(layers.backward, cut, st);
+    const double f = slower * stage_sum(layers.forward, cut, st);
+    const double b = slower * stage_sum(layers.backward, cut, st);
     c.forward_by_stage.push_back(f);
     if (!split) {
       c.backward_by_stage.push_back(b + again * f);

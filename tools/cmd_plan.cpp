@@ -109,7 +109,9 @@ std::string apply_best_layout(TrainConfig& c) {
   request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
   request.tied_bytes = profile.tied_bytes;
   request.record_every_step = true;  // tpipe train records every step for its metrics
-  request.comm = measure_comm(request.ranks);
+  const RankProbe probe = probe_ranks(request.ranks, profile.cores);
+  request.comm = probe.comm;
+  request.compute_slowdown = probe.slowdown;
   const Layout best = plan_layouts(request).front();
   c.stages = best.pp;
   c.dp = best.dp;
@@ -170,7 +172,9 @@ int plan_main(int argc, char** argv) {
   request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
   request.tied_bytes = profile.tied_bytes;
   request.record_every_step = true;  // tpipe train records every step for its metrics
-  request.comm = measure_comm(ranks);
+  const RankProbe probe = probe_ranks(ranks, profile.cores);
+  request.comm = probe.comm;
+  request.compute_slowdown = probe.slowdown;
   const auto layouts = plan_layouts(request);
   std::printf("GPT %d blocks x %d wide, %d sequences of %d a step, on %d ranks%s; %zu layouts, costs measured on "
               "one micro-batch of %d (%d intra-op thread%s%s)\n\n",
@@ -183,7 +187,8 @@ int plan_main(int argc, char** argv) {
                 1e3 * request.comm.point_to_point.latency_s, request.comm.point_to_point.bytes_per_s / 1e9);
     for (const auto& [g, cost] : request.comm.all_reduce)
       std::printf("; all-reduce of %d %.3f ms + %.2f GB/s", g, 1e3 * cost.latency_s, cost.bytes_per_s / 1e9);
-    std::printf("\n\n");
+    std::printf("; computing beside each other %.2fx slower than alone%s\n\n", request.compute_slowdown,
+                ranks > profile.cores ? " and sharing the cores" : "");
   }
   std::printf("%-8s %9s  %7s  %9s  %-4s %s\n", "", "step ms", "bubble", "peak MiB", "fits", "tpipe train flags");
   for (int i = 0; i < std::min<int>(top, static_cast<int>(layouts.size())); ++i)

@@ -61,6 +61,30 @@ double all_reduce_seconds_of(Communicator& comm, Group& group, double bytes) {
   return median_seconds(comm, [&](int) { group.all_reduce_sum(t, "the communication probe's all-reduce"); });
 }
 
+// Until every rank has done its piece of compute (GEMMs of a layer's size, when `mine`): seconds,
+// the median of kTimed after kWarmup. Time-slicing lets some ranks finish early, so what counts
+// is when the last one does, as in a pipeline's step.
+double compute_seconds(Communicator& comm, bool mine) {
+  const at::Tensor a = at::rand({256, 256}), b = at::rand({256, 256});
+  return median_seconds(comm, [&](int) {
+    if (mine) {
+      at::Tensor c = a;
+      for (int k = 0; k < 40; ++k) c = at::mm(c, b).div_(256);
+    }
+    std::vector<at::Tensor> zero{at::zeros({1})};
+    comm.world().all_reduce_sum(zero, "the communication probe's compute");
+  });
+}
+
+// How much longer every rank computing at once takes than one rank alone (the mean over ranks
+// of their turns alone).
+double together_over_alone(Communicator& comm) {
+  const int n = comm.world_size();
+  double alone = 0;
+  for (int i = 0; i < n; ++i) alone += compute_seconds(comm, comm.rank() == i) / n;
+  return compute_seconds(comm, true) / alone;
+}
+
 }  // namespace
 
 int comm_probe_worker() {
@@ -78,13 +102,15 @@ int comm_probe_worker() {
     out["all_reduce"][std::to_string(g)] = {all_reduce_seconds_of(*comm, *group, kSmall),
                                             all_reduce_seconds_of(*comm, *group, kLarge)};
   }
+  out["together_over_alone"] = together_over_alone(*comm);
   if (r == 0) report_summary(out);
   return 0;
 }
 
-CommCosts measure_comm(int ranks) {
-  CommCosts c;
-  if (ranks < 2) return c;
+RankProbe probe_ranks(int ranks, int cores) {
+  RankProbe p;
+  CommCosts& c = p.comm;
+  if (ranks < 2) return p;
   LaunchOptions lo;
   lo.nproc = ranks;
   const RankTuning tuning = tune_local_ranks(ranks);
@@ -100,7 +126,10 @@ CommCosts measure_comm(int ranks) {
   c.point_to_point = line(s["message"]);
   for (const auto& [g, pair] : s["all_reduce"].items()) c.all_reduce[std::stoi(g)] = line(pair);
   c.ranks = ranks;
-  return c;
+  // Sharing the cores evenly explains ranks / cores of it; the rest is what time-slicing and
+  // shared caches cost (never counted as a speed-up).
+  p.slowdown = std::max(1.0, s["together_over_alone"].get<double>() / std::max(1.0, static_cast<double>(ranks) / cores));
+  return p;
 }
 
 }  // namespace tpipe::cli

@@ -10,7 +10,8 @@
 //
 // The model, per micro-batch of `rows` rows (every measurement scales linearly from the sample's
 // rows; a stage's numbers are sums over its layers):
-//   time     F = forward; B = backward, plus one more forward for a checkpointed micro-batch
+//   time     (every cost x compute_slowdown when ranks > 1)
+//            F = forward; B = backward, plus one more forward for a checkpointed micro-batch
 //            (except_last: (m-1)/m of one, the simulator taking one cost per stage); a schedule
 //            that splits the backward (zb-h1, zb-v) gives W = weight_share x backward and B the
 //            rest. comm = one message of the largest output crossing ranks (plan_comm.h:
@@ -65,6 +66,10 @@ struct PlanRequest {
   double weight_share = 0.5;         // of a layer's backward that is W when a schedule splits it
   double optimizer_s_per_weight_byte = 0;  // the optimizer's step, timed (0: free)
   CommCosts comm;                    // measured on the ranks (empty: the fixed numbers above)
+  // How much slower the ranks compute beside each other than alone, beyond what sharing `cores`
+  // evenly explains (time-slicing, shared caches and memory): every action's and the optimizer's
+  // cost is multiplied by it when ranks > 1. Measured with the communication (1: not measured).
+  double compute_slowdown = 1;
   double tied_bytes = 0;             // weights shared by the first and the last layer (a GPT's wte)
   bool record_every_step = false;    // tpipe train records every step (its metrics and report)
   // Cores the ranks share (0: each rank has its own). With more ranks than cores, the ranks

@@ -68,6 +68,22 @@ TEST(PlanComm, TheStepEndIsChargedWithTheMeasuredCollectives) {
   EXPECT_EQ(predict_layout(r, choice(1, 4, 2, "1f1b")).step_end_s, 0.0);
 }
 
+// Ranks computing beside each other slower than alone: every action and the optimizer's step by
+// the measured factor, with more than one rank only.
+TEST(PlanComm, ComputeSlowdownScalesEveryActionAndTheOptimizer) {
+  PlanRequest r = two_ranks();
+  r.optimizer_s_per_weight_byte = 1e-6;
+  r.compute_slowdown = 1.5;
+  const Layout g = predict_layout(r, choice(2, 1, 16, "gpipe"));
+  const double c = 50e-6 + 40 / 2e9;
+  EXPECT_NEAR(g.pipeline_s, 17 * 1.5 * 3e-3 + 2 * c, 1e-12);
+  EXPECT_NEAR(g.optimizer_s, 1.5 * 2000 * 1e-6, 1e-15);
+  r.ranks = 1;
+  const Layout one = predict_layout(r, choice(1, 1, 16, "1f1b"));
+  EXPECT_NEAR(one.pipeline_s, 16 * 4 * (0.5e-3 + 1e-3), 1e-12) << "one rank computes alone: no slowdown";
+  EXPECT_NEAR(one.optimizer_s, 4000 * 1e-6, 1e-15);
+}
+
 TEST(PlanComm, MeasurementsMustBeNumbers) {
   PlanRequest r = two_ranks();
   r.comm.all_reduce[1] = {1e-3, 1e6};
@@ -77,6 +93,9 @@ TEST(PlanComm, MeasurementsMustBeNumbers) {
   EXPECT_THROW(plan_layouts(r), ConfigError);
   r.comm.point_to_point = {};
   r.tied_bytes = -1;
+  EXPECT_THROW(plan_layouts(r), ConfigError);
+  r.tied_bytes = 0;
+  r.compute_slowdown = 0.5;  // a speed-up from company is not a slowdown
   EXPECT_THROW(plan_layouts(r), ConfigError);
 }
 
