@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "tpipe/error.h"
 #include "tpipe/launcher.h"
+#include "tpipe/machine/facts.h"
 
 namespace {
 
@@ -29,6 +30,19 @@ const char* kUsage =
     "  partition   cut tpipe train's GPT by a method, with measured costs:  tpipe partition --stages 4\n"
     "  plan        the best layouts of tpipe train's GPT on N ranks:  tpipe plan --ranks 4 --memory-per-rank 2GiB\n"
     "Run `tpipe COMMAND --help` for the options of a command.\n";
+
+// The commands that time layers in their own process (tpipe plan and partition) get the BLAS
+// kernel and malloc thresholds a rank gets, which only count when set before the process starts:
+// a profile taken under other settings mispredicts the ranks (without the malloc thresholds the
+// first block's backward measured 3x the others' here: page faults). The tuning never replaces
+// the user's values (its GLIBC_TUNABLES keeps theirs). Threads are the profile's own business (it
+// sets them as a rank among its ranks gets them). tpipe train is left alone: it tunes its ranks
+// itself and says so, and would take these for the user's.
+void tune_like_a_rank(const std::string& cmd) {
+  if (cmd != "plan" && cmd != "partition") return;
+  for (const auto& [name, value] : tpipe::tune_local_ranks(1).set)
+    if (name == "OPENBLAS_CORETYPE" || name == "GLIBC_TUNABLES") setenv(name.c_str(), value.c_str(), 1);
+}
 
 // Replaces this process with `tpipe-torch`, found next to this program, with the same arguments.
 [[noreturn]] void exec_torch_half(char** argv) {
@@ -55,7 +69,10 @@ int main(int argc, char** argv) {
     if (cmd == "run") return tpipe::cli::run_main(argc - 1, argv + 1);
     if (cmd == "simulate") return tpipe::cli::simulate_main(argc - 1, argv + 1);
     if (cmd == "report") return tpipe::cli::report_main(argc - 1, argv + 1);
-    if (tpipe::cli::is_torch_command(cmd)) exec_torch_half(argv);
+    if (tpipe::cli::is_torch_command(cmd)) {
+      tune_like_a_rank(cmd);
+      exec_torch_half(argv);
+    }
   } catch (const std::exception& e) {
     // When this process is a rank (of another tpipe run), the launcher learns when it failed, so
     // that it blames this rank rather than a peer that failed because of it.
