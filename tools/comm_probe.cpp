@@ -36,14 +36,23 @@ double median_seconds(Communicator& comm, Op op) {
   return t[t.size() / 2];
 }
 
-// One message each way between ranks 2k and 2k+1 (an odd last rank sits out): half the round trip.
+// A fixed piece of compute: GEMMs of a layer's size.
+void compute_piece(int gemms) {
+  const at::Tensor a = at::rand({256, 256}), b = at::rand({256, 256});
+  at::Tensor c = a;
+  for (int k = 0; k < gemms; ++k) c = at::mm(c, b).div_(256);
+}
+
+// One message each way between ranks 0 and 1: half the round trip, while every other rank
+// computes, as the other ranks of a pipeline do while a message is on its way (where ranks
+// outnumber cores, the receiver then waits for a core before it can take the message).
 double message_seconds_of(Communicator& comm, double bytes, int link) {
   const int r = comm.rank(), peer = r ^ 1;
-  const bool paired = peer < comm.world_size();
+  const bool paired = r < 2 && peer < comm.world_size();
   const Payload p{at::zeros({static_cast<std::int64_t>(bytes / 4)})};
   const Where where{r};
   return median_seconds(comm, [&](int) {
-           if (!paired) return;
+           if (!paired) return compute_piece(80);
            if (r % 2 == 0) {
              comm.send(p, peer, wire::Kind::Activation, 0, link, 0, where);
              auto back = comm.post_recv(peer, wire::Kind::Gradient, 0, link);
@@ -65,12 +74,8 @@ double all_reduce_seconds_of(Communicator& comm, Group& group, double bytes) {
 // the median of kTimed after kWarmup. Time-slicing lets some ranks finish early, so what counts
 // is when the last one does, as in a pipeline's step.
 double compute_seconds(Communicator& comm, bool mine) {
-  const at::Tensor a = at::rand({256, 256}), b = at::rand({256, 256});
   return median_seconds(comm, [&](int) {
-    if (mine) {
-      at::Tensor c = a;
-      for (int k = 0; k < 40; ++k) c = at::mm(c, b).div_(256);
-    }
+    if (mine) compute_piece(40);
     std::vector<at::Tensor> zero{at::zeros({1})};
     comm.world().all_reduce_sum(zero, "the communication probe's compute");
   });
