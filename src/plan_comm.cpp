@@ -24,6 +24,10 @@ double message_seconds(const CommCosts& c, double bytes, double latency_s, doubl
   return latency_s + bytes / bytes_per_s;
 }
 
+double sending_seconds(const CommCosts& c, double bytes) {
+  return c.sending.bytes_per_s > 0 ? c.sending.seconds(bytes) : 0.0;
+}
+
 double all_reduce_seconds(const CommCosts& c, int group, double bytes, double latency_s, double bytes_per_s) {
   if (group <= 1) return 0;
   if (auto it = c.all_reduce.find(group); it != c.all_reduce.end() && it->second.bytes_per_s > 0)

@@ -70,18 +70,24 @@ Costs pipeline_costs(const PlanRequest& request, const ScaledLayers& layers, con
   const bool split = splits_backward(s);
   const double again = recompute_share(checkpoint, s.num_microbatches);
   const double slower = request.ranks > 1 ? request.compute_slowdown : 1.0;
-  for (int st = 0; st < cut.num_stages(); ++st) {
+  const int stages = cut.num_stages();
+  for (int st = 0; st < stages; ++st) {
+    // The action that sends pays for starting the send: F its output, B its input's gradient.
+    const bool sends_on = st + 1 < stages && s.rank_of(st + 1) != s.rank_of(st);
+    const bool sends_back = st > 0 && s.rank_of(st - 1) != s.rank_of(st);
     const double f = slower * stage_sum(layers.forward, cut, st);
     const double b = slower * stage_sum(layers.backward, cut, st);
-    c.forward_by_stage.push_back(f);
+    const double send_f = sends_on ? sending_seconds(request.comm, layers.output[cut.end(st) - 1]) : 0.0;
+    const double send_b = sends_back ? sending_seconds(request.comm, layers.output[cut.begin(st) - 1]) : 0.0;
+    c.forward_by_stage.push_back(f + send_f);
     if (!split) {
-      c.backward_by_stage.push_back(b + again * f);
+      c.backward_by_stage.push_back(b + again * f + send_b);
       continue;
     }
     // The first stage's inputs need no gradient, so the engine leaves its B empty and runs the
     // whole backward in W (split_backward.h); the recomputation runs in B all the same.
     const double w = st == 0 ? b : request.weight_share * b;
-    c.backward_by_stage.push_back((b - w) + again * f);
+    c.backward_by_stage.push_back((b - w) + again * f + send_b);
     c.weight_by_stage.push_back(w);
   }
   double largest = 0;  // the simulator takes one comm latency: the largest message sets it

@@ -43,18 +43,28 @@ void compute_piece(int gemms) {
   for (int k = 0; k < gemms; ++k) c = at::mm(c, b).div_(256);
 }
 
-// One message each way between ranks 0 and 1: half the round trip, while every other rank
-// computes, as the other ranks of a pipeline do while a message is on its way (where ranks
-// outnumber cores, the receiver then waits for a core before it can take the message).
-double message_seconds_of(Communicator& comm, double bytes, int link) {
+// One message each way between ranks 0 and 1, while every other rank computes, as the other
+// ranks of a pipeline do while a message is on its way (where ranks outnumber cores, the
+// receiver then waits for a core before it can take the message): half the round trip, and
+// what starting the send takes rank 0 (Gloo writes in the caller's thread, and a receiver it
+// wakes may take the sender's core).
+struct MessageTimes {
+  double message_s = 0, send_s = 0;
+};
+
+MessageTimes message_times(Communicator& comm, double bytes, int link) {
   const int r = comm.rank(), peer = r ^ 1;
   const bool paired = r < 2 && peer < comm.world_size();
   const Payload p{at::zeros({static_cast<std::int64_t>(bytes / 4)})};
   const Where where{r};
-  return median_seconds(comm, [&](int) {
+  std::vector<double> sends;
+  MessageTimes out;
+  out.message_s = median_seconds(comm, [&](int i) {
            if (!paired) return compute_piece(80);
            if (r % 2 == 0) {
+             const auto t0 = Clock::now();
              comm.send(p, peer, wire::Kind::Activation, 0, link, 0, where);
+             if (i >= kWarmup) sends.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
              auto back = comm.post_recv(peer, wire::Kind::Gradient, 0, link);
              comm.wait_recv(*back, where);
            } else {
@@ -63,6 +73,11 @@ double message_seconds_of(Communicator& comm, double bytes, int link) {
            }
            comm.wait_sends();
          }) / 2;
+  if (!sends.empty()) {
+    std::sort(sends.begin(), sends.end());
+    out.send_s = sends[sends.size() / 2];
+  }
+  return out;
 }
 
 double all_reduce_seconds_of(Communicator& comm, Group& group, double bytes) {
@@ -98,7 +113,9 @@ int comm_probe_worker() {
   auto comm = Communicator::from_env(co);
   const int n = comm->world_size(), r = comm->rank();
   nlohmann::json out;
-  out["message"] = {message_seconds_of(*comm, kSmall, 0), message_seconds_of(*comm, kLarge, 1)};
+  const MessageTimes small = message_times(*comm, kSmall, 0), large = message_times(*comm, kLarge, 1);
+  out["message"] = {small.message_s, large.message_s};
+  out["send"] = {small.send_s, large.send_s};
   for (int g = 2; g <= n; ++g) {
     if (n % g != 0) continue;
     std::vector<int> members;
@@ -129,6 +146,7 @@ RankProbe probe_ranks(int ranks, int cores) {
     return fit_linear_cost(kSmall, pair[0].get<double>(), kLarge, pair[1].get<double>());
   };
   c.point_to_point = line(s["message"]);
+  c.sending = line(s["send"]);
   for (const auto& [g, pair] : s["all_reduce"].items()) c.all_reduce[std::stoi(g)] = line(pair);
   c.ranks = ranks;
   // Sharing the cores evenly explains ranks / cores of it; the rest is what time-slicing and

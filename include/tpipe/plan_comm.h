@@ -28,6 +28,7 @@ LinearCost fit_linear_cost(double bytes_small, double s_small, double bytes_larg
 
 struct CommCosts {
   LinearCost point_to_point;             // unset (bytes_per_s <= 0): not measured
+  LinearCost sending;                    // what starting a send costs the sender (unset: nothing)
   std::map<int, LinearCost> all_reduce;  // by group size (>= 2)
   int ranks = 0;                         // how many ranks were alive when measured (0: not measured)
 };
@@ -36,6 +37,8 @@ struct CommCosts {
 // `group` ranks (0 for group <= 1): the measured line when there is one, else a ring all-reduce
 // at the fixed latency and bandwidth, 2 (g-1) x latency + 2 (g-1)/g x bytes / bandwidth.
 double message_seconds(const CommCosts& c, double bytes, double latency_s, double bytes_per_s);
+// What starting a send of `bytes` costs the sending rank: the measured line, else nothing.
+double sending_seconds(const CommCosts& c, double bytes);
 double all_reduce_seconds(const CommCosts& c, int group, double bytes, double latency_s, double bytes_per_s);
 
 }  // namespace tpipe

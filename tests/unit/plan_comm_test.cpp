@@ -84,6 +84,22 @@ TEST(PlanComm, ComputeSlowdownScalesEveryActionAndTheOptimizer) {
   EXPECT_NEAR(one.optimizer_s, 4000 * 1e-6, 1e-15);
 }
 
+// Starting a send costs the sender: GPipe's F of stage 0 and B of stage 1 each send 40 bytes.
+TEST(PlanComm, TheActionThatSendsPaysForStartingTheSend) {
+  PlanRequest r = two_ranks();
+  r.comm.sending = {1e-4, 4e5};  // 0.1 ms + 40 bytes at 400 kB/s = 0.2 ms
+  const Layout g = predict_layout(r, choice(2, 1, 16, "gpipe"));
+  const double c = 50e-6 + 40 / 2e9, send = 1e-4 + 40 / 4e5;
+  // Rank 0's 16 F of 1 ms + send set the pace (rank 1's F take 1 ms), rank 1's last F, its 16 B
+  // of 2 ms + send, then rank 0's last B (2 ms, keeping up with rank 1's), and two messages.
+  EXPECT_NEAR(g.pipeline_s, 16 * (1e-3 + send) + 1e-3 + 16 * (2e-3 + send) + 2e-3 + 2 * c, 1e-12);
+  PlanRequest one = two_ranks();
+  one.ranks = 1;
+  one.comm.sending = r.comm.sending;
+  EXPECT_EQ(predict_layout(one, choice(1, 1, 16, "1f1b")).pipeline_s,
+            predict_layout(two_ranks_as_one(), choice(1, 1, 16, "1f1b")).pipeline_s) << "one rank sends nothing";
+}
+
 TEST(PlanComm, MeasurementsMustBeNumbers) {
   PlanRequest r = two_ranks();
   r.comm.all_reduce[1] = {1e-3, 1e6};
