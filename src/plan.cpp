@@ -39,6 +39,8 @@ void check_layer(const LayerFacts& f, std::size_t i) {
   for (auto [v, what] : {std::pair<double, const char*>{f.parameter_bytes, "parameter_bytes"},
                          {f.forward_s, "forward_s"},
                          {f.backward_s, "backward_s"},
+                         {f.input_grad_s, "input_grad_s"},
+                         {f.weight_grad_s, "weight_grad_s"},
                          {f.activation_bytes, "activation_bytes"},
                          {f.output_bytes, "output_bytes"}})
     require(std::isfinite(v) && v >= 0, name + ": " + what + " must be a finite number >= 0, got " + show(v));

@@ -45,6 +45,10 @@ ScaledLayers scale_layers(const PlanRequest& request, int rows) {
     };
     out.forward.push_back(line ? at_rows(f.forward_s, request.layers_fewer_rows[i].forward_s) : f.forward_s * k);
     out.backward.push_back(line ? at_rows(f.backward_s, request.layers_fewer_rows[i].backward_s) : f.backward_s * k);
+    out.input_grad.push_back(line ? at_rows(f.input_grad_s, request.layers_fewer_rows[i].input_grad_s)
+                                  : f.input_grad_s * k);
+    out.weight_grad.push_back(line ? at_rows(f.weight_grad_s, request.layers_fewer_rows[i].weight_grad_s)
+                                   : f.weight_grad_s * k);
     out.activation.push_back(f.activation_bytes * k);
     out.output.push_back(f.output_bytes * k);
     out.state.push_back(f.parameter_bytes * state_factor);
@@ -85,9 +89,15 @@ Costs pipeline_costs(const PlanRequest& request, const ScaledLayers& layers, con
       continue;
     }
     // The first stage's inputs need no gradient, so the engine leaves its B empty and runs the
-    // whole backward in W (split_backward.h); the recomputation runs in B all the same.
-    const double w = st == 0 ? b : request.weight_share * b;
-    c.backward_by_stage.push_back((b - w) + again * f + send_b);
+    // whole backward in W (split_backward.h); the recomputation runs in B all the same. Measured
+    // B and W (which together cost more than the whole backward) when the profile has them, else
+    // the whole backward shared by weight_share.
+    const double in = slower * stage_sum(layers.input_grad, cut, st);
+    const double wt = slower * stage_sum(layers.weight_grad, cut, st);
+    const bool measured = in + wt > 0;
+    const double w = st == 0 ? (measured ? in + wt : b) : measured ? wt : request.weight_share * b;
+    const double rest = st == 0 ? 0.0 : measured ? in : b - w;
+    c.backward_by_stage.push_back(rest + again * f + send_b);
     c.weight_by_stage.push_back(w);
   }
   double largest = 0;  // the simulator takes one comm latency: the largest message sets it

@@ -15,7 +15,7 @@ namespace tpipe::detail {
 // One micro-batch's numbers per layer: measurements x rows / the sample's rows, except `state`
 // (weights, gradients, optimizer state), which does not depend on the batch.
 struct ScaledLayers {
-  std::vector<double> forward, backward, activation, output, state, weights;
+  std::vector<double> forward, backward, input_grad, weight_grad, activation, output, state, weights;
 };
 ScaledLayers scale_layers(const PlanRequest& request, int rows);
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "split_backward.h"
 #include "tpipe/error.h"
 #include "tpipe/memory.h"
 
@@ -46,11 +47,13 @@ Payload as_input(const Payload& x, bool first) {
 
 struct Run {
   double forward_s = 0, backward_s = 0, kept_bytes = 0;
+  double input_grad_s = 0, weight_grad_s = 0;  // split: B and W instead of backward_s
   Payload output;
 };
 
-// One forward and backward of `layer` on `x`, counted in `counter`.
-Run run_once(Layer& layer, const Payload& x, bool first, MemoryCounter& counter) {
+// One forward and backward of `layer` on `x`, counted in `counter`; with `split`, the backward
+// in B and W as a zero-bubble schedule runs it.
+Run run_once(Layer& layer, const Payload& x, bool first, MemoryCounter& counter, bool split) {
   Run r;
   const Payload in = as_input(x, first);
   const std::int64_t before = counter.current();
@@ -64,9 +67,22 @@ Run run_once(Layer& layer, const Payload& x, bool first, MemoryCounter& counter)
       roots.push_back(t);
       seeds.push_back(at::ones_like(t));
     }
-  t0 = Clock::now();
-  if (!roots.empty()) torch::autograd::backward(roots, seeds);
-  r.backward_s = seconds_since(t0);
+  if (split && !roots.empty()) {
+    std::vector<at::Tensor> inputs, params;
+    for (const auto& t : in)
+      if (t.defined() && t.requires_grad()) inputs.push_back(t);
+    for (const auto& [name, p] : layer.named_parameters()) params.push_back(p);
+    t0 = Clock::now();
+    SplitBackward work(roots, seeds, inputs, params);
+    r.input_grad_s = seconds_since(t0);
+    t0 = Clock::now();
+    work.weights();
+    r.weight_grad_s = seconds_since(t0);
+  } else {
+    t0 = Clock::now();
+    if (!roots.empty()) torch::autograd::backward(roots, seeds);
+    r.backward_s = seconds_since(t0);
+  }
   for (auto& t : r.output) t = t.defined() ? t.detach() : t;
   return r;
 }
@@ -106,15 +122,19 @@ std::vector<LayerFacts> profile_layers(const std::vector<LayerSpec>& layers, con
       f.parameters += p.numel();
       f.parameter_bytes += static_cast<double>(p.nbytes());
     }
-    std::vector<double> forward, backward;
+    std::vector<double> forward, backward, input_grad, weight_grad;
     Run r;
     try {
       for (int k = 0; k <= std::max(options.repeats, 1); ++k) {  // the first run warms up
-        r = run_once(*layer, x, i == 0, counter);
+        const Run split = run_once(*layer, x, i == 0, counter, true);
+        for (const auto& [name, p] : layer->named_parameters()) p.mutable_grad().reset();
+        r = run_once(*layer, x, i == 0, counter, false);
         for (const auto& [name, p] : layer->named_parameters()) p.mutable_grad().reset();
         if (k == 0) continue;
         forward.push_back(r.forward_s);
         backward.push_back(r.backward_s);
+        input_grad.push_back(split.input_grad_s);
+        weight_grad.push_back(split.weight_grad_s);
       }
     } catch (const c10::Error& e) {
       throw ShapeError("profiling layer " + std::to_string(i) + " '" + spec.name + "' on the sample failed: " +
@@ -125,6 +145,8 @@ std::vector<LayerFacts> profile_layers(const std::vector<LayerSpec>& layers, con
     }
     f.forward_s = median(forward);
     f.backward_s = median(backward);
+    f.input_grad_s = median(input_grad);
+    f.weight_grad_s = median(weight_grad);
     f.activation_bytes = r.kept_bytes;
     f.output_bytes = bytes_of(r.output);
     facts.push_back(f);

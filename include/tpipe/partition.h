@@ -41,6 +41,10 @@ struct LayerFacts {
   int rows = 0;
   double forward_s = 0;         // one forward of the sample
   double backward_s = 0;        // its whole backward (input and weight gradients)
+  // The backward split as the zero-bubble schedules run it (split_backward.h): B, the input's
+  // gradient, and W, the weights'. Splitting costs more than the whole backward (B keeps the
+  // graph, W walks it again). 0 and 0: not measured.
+  double input_grad_s = 0, weight_grad_s = 0;
   double activation_bytes = 0;  // what the forward keeps for the backward, its output included
   double output_bytes = 0;      // its output (what a stage ending here sends)
 };

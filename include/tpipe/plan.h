@@ -13,9 +13,12 @@
 //   time     (every cost x compute_slowdown when ranks > 1)
 //            F = forward; B = backward, plus one more forward for a checkpointed micro-batch
 //            (except_last: (m-1)/m of one, the simulator taking one cost per stage); a schedule
-//            that splits the backward (zb-h1, zb-v) gives W = weight_share x backward and B the
-//            rest. comm = one message of the largest output crossing ranks (plan_comm.h:
-//            measured when `comm` holds it, else message_latency_s + bytes / bytes_per_s).
+//            that splits the backward (zb-h1, zb-v) gives B and W the profile's measured split
+//            (input_grad_s, weight_grad_s), or without one W = weight_share x backward and B the
+//            rest (stage 0: everything in W). The action that sends a message also pays for
+//            starting it (comm.sending). comm = one message of the largest output crossing
+//            ranks (plan_comm.h: measured when `comm` holds it, else message_latency_s +
+//            bytes / bytes_per_s).
 //   step     simulated makespan (with more ranks than `cores`, the ranks of all replicas share
 //            the cores: shared_cores_makespan, compute_sim.h)
 //            + (dp > 1) the all-reduce of the rank with the most weight bytes in groups of dp,
