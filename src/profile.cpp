@@ -126,8 +126,11 @@ std::vector<LayerFacts> profile_layers(const std::vector<LayerSpec>& layers, con
     Run r;
     try {
       for (int k = 0; k <= std::max(options.repeats, 1); ++k) {  // the first run warms up
-        const Run split = run_once(*layer, x, i == 0, counter, true);
-        for (const auto& [name, p] : layer->named_parameters()) p.mutable_grad().reset();
+        Run split;
+        if (options.split_backward) {
+          split = run_once(*layer, x, i == 0, counter, true);
+          for (const auto& [name, p] : layer->named_parameters()) p.mutable_grad().reset();
+        }
         r = run_once(*layer, x, i == 0, counter, false);
         for (const auto& [name, p] : layer->named_parameters()) p.mutable_grad().reset();
         if (k == 0) continue;

@@ -24,6 +24,7 @@ GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats) {
   at::set_num_threads(p.threads);
   ProfileOptions o;
   o.repeats = repeats;
+  o.split_backward = true;  // the planner prices zero-bubble schedules' B and W
   const auto sample = corpus.batch(false, 0, c.microbatch_size, c.seq_len, c.seed).first;
   p.layers = profile_layers(gpt_layers(model_config(c, corpus.vocab_size())), {sample}, o);
   if (c.microbatch_size > 1)  // what a micro-batch costs whatever its size

@@ -19,6 +19,9 @@ struct ProfileOptions {
   int repeats = 3;  // timed runs per layer after one warm-up; the median counts
   // As EngineOptions::layer_seed: layer i is built under torch::manual_seed(seed + i).
   std::optional<std::uint64_t> layer_seed;
+  // Also time each backward split into B and W (LayerFacts::input_grad_s, weight_grad_s), as the
+  // planner needs for zero-bubble schedules; one more forward and backward per timed run.
+  bool split_backward = false;
 };
 
 // Builds every layer of the model in this process (the module of a tied key once, used at each of

@@ -46,6 +46,22 @@ TEST(Profile, MeasuresBytesExactlyAndTimesEveryLayer) {
       << "256^2 x 32 against 16^2 x 32 multiply-adds";
 }
 
+// The backward split into B and W is timed only when asked (the engine's profile cut does not use it).
+TEST(Profile, TimesTheSplitBackwardOnlyWhenAsked) {
+  const std::vector<LayerSpec> model{map("a", 64), map("b", 64)};
+  const Payload sample{torch::ones({32, 64}, torch::kDouble)};
+  for (const auto& f : profile_layers(model, sample)) {
+    EXPECT_EQ(f.input_grad_s, 0.0) << f.name;
+    EXPECT_EQ(f.weight_grad_s, 0.0) << f.name;
+  }
+  ProfileOptions o;
+  o.split_backward = true;
+  for (const auto& f : profile_layers(model, sample, o)) {
+    EXPECT_GT(f.input_grad_s + f.weight_grad_s, 0.0) << f.name;
+    EXPECT_GT(f.backward_s, 0.0) << f.name << ": the whole backward is timed as before";
+  }
+}
+
 TEST(Profile, LeavesTheGlobalGeneratorAsItWas) {
   torch::manual_seed(5);
   const auto expected = torch::rand({3});
