@@ -101,9 +101,13 @@ trace::StepTrace Recorder::gather(Communicator& comm, std::int64_t step, const s
   t.ranks = ranks;
   t.events = std::move(events_);
   events_.clear();
-  for (int r = 1; r < comm.world_size(); ++r) {
-    auto pending = comm.post_recv(r, wire::Kind::Trace, 0);
-    const Payload p = comm.wait_recv(*pending, here);
+  // Every receive posted first: each rank's lane fetches at once, and a rank is not kept
+  // waiting in its send until the ranks before it have been heard (with more ranks than cores,
+  // each message waits for its sender to get a core).
+  std::vector<std::shared_ptr<Communicator::PendingRecv>> pending;
+  for (int r = 1; r < comm.world_size(); ++r) pending.push_back(comm.post_recv(r, wire::Kind::Trace, 0));
+  for (auto& one : pending) {
+    const Payload p = comm.wait_recv(*one, here);
     auto da = p[0].accessor<double, 2>();
     auto na = p[1].accessor<std::int64_t, 2>();
     for (std::int64_t i = 0; i < p[0].size(0); ++i)
