@@ -45,45 +45,75 @@ Payload as_input(const Payload& x, bool first) {
   return in;
 }
 
-struct Run {
-  double forward_s = 0, backward_s = 0, kept_bytes = 0;
-  double input_grad_s = 0, weight_grad_s = 0;  // split: B and W instead of backward_s
-  Payload output;
+// One forward of a layer, its graph kept for the backward.
+struct Pass {
+  Payload in, output;
+  std::vector<at::Tensor> roots, seeds;
+  double forward_s = 0, kept_bytes = 0;
 };
 
-// One forward and backward of `layer` on `x`, counted in `counter`; with `split`, the backward
-// in B and W as a zero-bubble schedule runs it.
-Run run_once(Layer& layer, const Payload& x, bool first, MemoryCounter& counter, bool split) {
-  Run r;
-  const Payload in = as_input(x, first);
+Pass forward_pass(Layer& layer, const Payload& x, bool first, MemoryCounter& counter) {
+  Pass p;
+  p.in = as_input(x, first);
   const std::int64_t before = counter.current();
-  auto t0 = Clock::now();
-  r.output = layer.forward(in);
-  r.forward_s = seconds_since(t0);
-  r.kept_bytes = static_cast<double>(counter.current() - before);
-  std::vector<at::Tensor> roots, seeds;
-  for (const auto& t : r.output)
+  const auto t0 = Clock::now();
+  p.output = layer.forward(p.in);
+  p.forward_s = seconds_since(t0);
+  p.kept_bytes = static_cast<double>(counter.current() - before);
+  for (const auto& t : p.output)
     if (t.defined() && t.requires_grad()) {
-      roots.push_back(t);
-      seeds.push_back(at::ones_like(t));
+      p.roots.push_back(t);
+      p.seeds.push_back(at::ones_like(t));
     }
-  if (split && !roots.empty()) {
-    std::vector<at::Tensor> inputs, params;
-    for (const auto& t : in)
-      if (t.defined() && t.requires_grad()) inputs.push_back(t);
-    for (const auto& [name, p] : layer.named_parameters()) params.push_back(p);
-    t0 = Clock::now();
-    SplitBackward work(roots, seeds, inputs, params);
-    r.input_grad_s = seconds_since(t0);
-    t0 = Clock::now();
-    work.weights();
-    r.weight_grad_s = seconds_since(t0);
-  } else {
-    t0 = Clock::now();
-    if (!roots.empty()) torch::autograd::backward(roots, seeds);
-    r.backward_s = seconds_since(t0);
+  return p;
+}
+
+// Timings of one round: `n` forwards in flight, then their backwards in the same order, as a
+// pipeline runs a stage's micro-batches (what a backward reads was written micro-batches ago, not
+// just now). With `split`, every B first, then every W, as a zero-bubble schedule defers them.
+struct Round {
+  std::vector<double> forward, backward, input_grad, weight_grad;
+  Pass last;  // the last forward, for the next layer's input and the memory it keeps
+};
+
+Round run_round(Layer& layer, const Payload& x, bool first, MemoryCounter& counter, int n, bool split) {
+  Round r;
+  std::vector<Pass> passes;
+  for (int k = 0; k < n; ++k) {
+    passes.push_back(forward_pass(layer, x, first, counter));
+    r.forward.push_back(passes.back().forward_s);
   }
-  for (auto& t : r.output) t = t.defined() ? t.detach() : t;
+  if (split) {
+    std::vector<at::Tensor> params;
+    for (const auto& [name, p] : layer.named_parameters()) params.push_back(p);
+    std::vector<std::unique_ptr<SplitBackward>> works;
+    for (Pass& p : passes) {
+      std::vector<at::Tensor> inputs;
+      for (const auto& t : p.in)
+        if (t.defined() && t.requires_grad()) inputs.push_back(t);
+      const auto t0 = Clock::now();
+      if (!p.roots.empty()) works.push_back(std::make_unique<SplitBackward>(p.roots, p.seeds, inputs, params));
+      r.input_grad.push_back(seconds_since(t0));
+    }
+    for (std::size_t k = 0; k < works.size(); ++k) {
+      const auto t0 = Clock::now();
+      works[k]->weights();
+      works[k].reset();
+      passes[k].roots.clear();
+      passes[k].seeds.clear();
+      r.weight_grad.push_back(seconds_since(t0));
+    }
+    r.weight_grad.resize(passes.size(), 0.0);  // layers without a graph: nothing to time
+  } else {
+    for (Pass& p : passes) {
+      const auto t0 = Clock::now();
+      if (!p.roots.empty()) torch::autograd::backward(p.roots, p.seeds);
+      r.backward.push_back(seconds_since(t0));
+    }
+  }
+  r.last = std::move(passes.back());
+  for (auto& t : r.last.output) t = t.defined() ? t.detach() : t;
+  for (const auto& [name, p] : layer.named_parameters()) p.mutable_grad().reset();
   return r;
 }
 
@@ -122,22 +152,16 @@ std::vector<LayerFacts> profile_layers(const std::vector<LayerSpec>& layers, con
       f.parameters += p.numel();
       f.parameter_bytes += static_cast<double>(p.nbytes());
     }
-    std::vector<double> forward, backward, input_grad, weight_grad;
-    Run r;
+    Round whole, split;
     try {
-      for (int k = 0; k <= std::max(options.repeats, 1); ++k) {  // the first run warms up
-        Run split;
-        if (options.split_backward) {
-          split = run_once(*layer, x, i == 0, counter, true);
-          for (const auto& [name, p] : layer->named_parameters()) p.mutable_grad().reset();
-        }
-        r = run_once(*layer, x, i == 0, counter, false);
-        for (const auto& [name, p] : layer->named_parameters()) p.mutable_grad().reset();
-        if (k == 0) continue;
-        forward.push_back(r.forward_s);
-        backward.push_back(r.backward_s);
-        input_grad.push_back(split.input_grad_s);
-        weight_grad.push_back(split.weight_grad_s);
+      // Each kind of round once untimed first: its memory is then the allocator's, not new pages.
+      const int n = std::max(options.repeats, 1);
+      run_round(*layer, x, i == 0, counter, n, false);
+      run_round(*layer, x, i == 0, counter, n, false);
+      whole = run_round(*layer, x, i == 0, counter, n, false);
+      if (options.split_backward) {
+        run_round(*layer, x, i == 0, counter, n, true);
+        split = run_round(*layer, x, i == 0, counter, n, true);
       }
     } catch (const c10::Error& e) {
       throw ShapeError("profiling layer " + std::to_string(i) + " '" + spec.name + "' on the sample failed: " +
@@ -146,14 +170,14 @@ std::vector<LayerFacts> profile_layers(const std::vector<LayerSpec>& layers, con
       throw ShapeError("profiling layer " + std::to_string(i) + " '" + spec.name + "' on the sample failed: " +
                        e.what());
     }
-    f.forward_s = median(forward);
-    f.backward_s = median(backward);
-    f.input_grad_s = median(input_grad);
-    f.weight_grad_s = median(weight_grad);
-    f.activation_bytes = r.kept_bytes;
-    f.output_bytes = bytes_of(r.output);
+    f.forward_s = median(whole.forward);
+    f.backward_s = median(whole.backward);
+    f.input_grad_s = median(split.input_grad);
+    f.weight_grad_s = median(split.weight_grad);
+    f.activation_bytes = whole.last.kept_bytes;
+    f.output_bytes = bytes_of(whole.last.output);
     facts.push_back(f);
-    x = std::move(r.output);
+    x = std::move(whole.last.output);
   }
   gen.set_state(rng_state);
   return facts;

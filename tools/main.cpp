@@ -36,12 +36,15 @@ const char* kUsage =
 // a profile taken under other settings mispredicts the ranks (without the malloc thresholds the
 // first block's backward measured 3x the others' here: page faults). The tuning never replaces
 // the user's values (its GLIBC_TUNABLES keeps theirs). Threads are the profile's own business (it
-// sets them as a rank among its ranks gets them). tpipe train is left alone: it tunes its ranks
+// sets them as a rank among its ranks gets them), but OpenMP's wait policy is read only at start:
+// with 2 threads each in LibTorch's pool and OpenBLAS's, a spinning pool made a block's backward
+// 10x slower. tpipe train is left alone: it tunes its ranks
 // itself and says so, and would take these for the user's.
 void tune_like_a_rank(const std::string& cmd) {
   if (cmd != "plan" && cmd != "partition") return;
   for (const auto& [name, value] : tpipe::tune_local_ranks(1).set)
-    if (name == "OPENBLAS_CORETYPE" || name == "GLIBC_TUNABLES") setenv(name.c_str(), value.c_str(), 1);
+    if (name == "OPENBLAS_CORETYPE" || name == "GLIBC_TUNABLES" || name == "OMP_WAIT_POLICY")
+      setenv(name.c_str(), value.c_str(), 1);
 }
 
 // Replaces this process with `tpipe-torch`, found next to this program, with the same arguments.

@@ -16,7 +16,9 @@
 namespace tpipe {
 
 struct ProfileOptions {
-  int repeats = 3;  // timed runs per layer after one warm-up; the median counts
+  // Micro-batches in flight in a timed round (after two untimed ones): their forwards, then their
+  // backwards in the same order, as a pipeline runs a stage; the median counts.
+  int repeats = 3;
   // As EngineOptions::layer_seed: layer i is built under torch::manual_seed(seed + i).
   std::optional<std::uint64_t> layer_seed;
   // Also time each backward split into B and W (LayerFacts::input_grad_s, weight_grad_s), as the
@@ -27,7 +29,8 @@ struct ProfileOptions {
 // Builds every layer of the model in this process (the module of a tied key once, used at each of
 // its positions) and passes `sample` (one micro-batch of the first layer's inputs) through them,
 // one layer at a time, in training mode: each layer's forward and backward are timed (the
-// backward seeded with ones for every floating output) and the bytes its forward keeps for the
+// backward seeded with ones for every floating output; a split's B for every micro-batch of the
+// round before any W) and the bytes its forward keeps for the
 // backward are counted by the counting allocator (memory.h). A layer's input is the previous
 // layer's output. The process's CPU generator is put back afterwards, so the weights a pipeline
 // then builds are the same as without profiling. Throws ShapeError naming the layer when a

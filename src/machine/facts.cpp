@@ -75,6 +75,16 @@ MachineFacts read_machine_facts() {
   return f;
 }
 
+int set_blas_threads(int threads) {
+  auto parallel = lookup<int (*)()>("openblas_get_parallel");
+  auto get = lookup<int (*)()>("openblas_get_num_threads");
+  auto set = lookup<void (*)(int)>("openblas_set_num_threads");
+  if (!parallel || parallel() != 1 || !get || !set) return 0;
+  const int before = get();
+  set(threads);
+  return before;
+}
+
 BlasInfo read_blas_info() {
   BlasInfo b;
   Dl_info info{};

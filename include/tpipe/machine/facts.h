@@ -18,6 +18,11 @@ MachineFacts read_machine_facts();
 BlasInfo read_blas_info();
 std::map<std::string, std::string> environment_map();
 
+// Sets the threads of this process's BLAS when it keeps threads of its own (OpenBLAS built with
+// pthreads: at::set_num_threads does not reach them) and returns how many it had; 0 when this
+// process has no such BLAS. A profile in the front process then computes as a rank will.
+int set_blas_threads(int threads);
+
 // choose_rank_tuning for this machine and environment.
 RankTuning tune_local_ranks(int local_ranks);
 
