@@ -102,14 +102,15 @@ std::string apply_best_layout(TrainConfig& c) {
   const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
   if (memory > 0) request.memory_per_rank = memory / request.ranks;
   request.optimizer_bytes_per_weight_byte = c.optimizer == "sgd" ? 0 : 2;
-  const GptProfile profile = profile_gpt(c, request.ranks, 3);
+  GptProfile profile = profile_gpt(c, request.ranks, 3);
+  const RankProbe probe = probe_ranks(request.ranks, profile.cores, c);
+  calibrate_to_engine(profile, c);
   request.layers = profile.layers;
   request.layers_fewer_rows = profile.layers_fewer_rows;
   request.cores = profile.cores;
   request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
   request.tied_bytes = profile.tied_bytes;
   request.record_every_step = true;  // tpipe train records every step for its metrics
-  const RankProbe probe = probe_ranks(request.ranks, profile.cores);
   request.comm = probe.comm;
   request.compute_slowdown = probe.slowdown;
   const Layout best = plan_layouts(request).front();
@@ -159,29 +160,33 @@ int plan_main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (probe_worker) return comm_probe_worker();
+  if (probe_worker) return comm_probe_worker(c);
   check_config(model_config(c, 2));
   PlanRequest request;
   request.ranks = ranks;
   request.global_batch = global_batch > 0 ? global_batch : c.microbatch_size * 4;
   request.memory_per_rank = parse_bytes(memory);
-  const GptProfile profile = profile_gpt(c, ranks, repeats);
+  GptProfile profile = profile_gpt(c, ranks, repeats);
+  const RankProbe probe = probe_ranks(ranks, profile.cores, c);
+  calibrate_to_engine(profile, c);
   request.layers = profile.layers;
   request.layers_fewer_rows = profile.layers_fewer_rows;
   request.cores = profile.cores;
   request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
   request.tied_bytes = profile.tied_bytes;
   request.record_every_step = true;  // tpipe train records every step for its metrics
-  const RankProbe probe = probe_ranks(ranks, profile.cores);
   request.comm = probe.comm;
   request.compute_slowdown = probe.slowdown;
   const auto layouts = plan_layouts(request);
   std::printf("GPT %d blocks x %d wide, %d sequences of %d a step, on %d ranks%s; %zu layouts, costs measured on "
-              "one micro-batch of %d (%d intra-op thread%s%s)\n\n",
+              "one micro-batch of %d (%d intra-op thread%s%s), scaled to the engine's own actions (F x%.2f, "
+              "backward x%.2f, B x%.2f, W x%.2f)\n\n",
               c.layers, c.dim, request.global_batch, c.seq_len, ranks,
               std::isfinite(request.memory_per_rank) ? (" with " + memory + " each").c_str() : "", layouts.size(),
               c.microbatch_size, profile.threads, profile.threads == 1 ? "" : "s",
-              ranks > profile.cores ? (", " + std::to_string(profile.cores) + " cores shared").c_str() : "");
+              ranks > profile.cores ? (", " + std::to_string(profile.cores) + " cores shared").c_str() : "",
+              profile.calibration.forward, profile.calibration.backward, profile.calibration.input_grad,
+              profile.calibration.weight_grad);
   if (request.comm.ranks > 0) {
     std::printf("communication measured on %d ranks: a message %.3f ms + %.2f GB/s", request.comm.ranks,
                 1e3 * request.comm.point_to_point.latency_s, request.comm.point_to_point.bytes_per_s / 1e9);

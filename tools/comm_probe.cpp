@@ -5,12 +5,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iomanip>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "tpipe/comm/communicator.h"
 #include "tpipe/comm/group.h"
 #include "tpipe/error.h"
 #include "tpipe/machine/facts.h"
+#include "model_flags.h"
+#include "model_piece.h"
 #include "worker_ranks.h"
 
 namespace tpipe::cli {
@@ -36,7 +41,8 @@ double median_seconds(Communicator& comm, Op op) {
   return t[t.size() / 2];
 }
 
-// A fixed piece of compute: GEMMs of a layer's size.
+// A fixed piece of compute, GEMMs of a layer's size: what the other ranks do while ranks 0 and 1
+// exchange messages.
 void compute_piece(int gemms) {
   const at::Tensor a = at::rand({256, 256}), b = at::rand({256, 256});
   at::Tensor c = a;
@@ -80,17 +86,29 @@ MessageTimes message_times(Communicator& comm, double bytes, int link) {
   return out;
 }
 
+// As the engine's reducer does it: the gradients (here 8 of them) flattened into a new tensor,
+// all-reduced, copied back. A tensor reduced again and again in place took half the time here.
 double all_reduce_seconds_of(Communicator& comm, Group& group, double bytes) {
-  std::vector<at::Tensor> t{at::zeros({static_cast<std::int64_t>(bytes / 4)})};
-  return median_seconds(comm, [&](int) { group.all_reduce_sum(t, "the communication probe's all-reduce"); });
+  constexpr int kParts = 8;
+  std::vector<at::Tensor> grads;
+  for (int i = 0; i < kParts; ++i) grads.push_back(at::full({static_cast<std::int64_t>(bytes / 4 / kParts)}, 1e-3));
+  return median_seconds(comm, [&](int) {
+    std::vector<at::Tensor> flat{at::cat(grads)};
+    group.all_reduce_sum(flat, "the communication probe's all-reduce");
+    std::int64_t offset = 0;
+    for (auto& g : grads) {
+      g.copy_(flat[0].narrow(0, offset, g.numel()));
+      offset += g.numel();
+    }
+  });
 }
 
-// Until every rank has done its piece of compute (GEMMs of a layer's size, when `mine`): seconds,
-// the median of kTimed after kWarmup. Time-slicing lets some ranks finish early, so what counts
-// is when the last one does, as in a pipeline's step.
-double compute_seconds(Communicator& comm, bool mine) {
+// Until every rank has done its piece of compute (when `mine`): seconds, the median of kTimed
+// after kWarmup. Time-slicing lets some ranks finish early, so what counts is when the last one
+// does, as in a pipeline's step.
+double compute_seconds(Communicator& comm, bool mine, ModelPiece& piece) {
   return median_seconds(comm, [&](int) {
-    if (mine) compute_piece(40);
+    if (mine) piece.run();
     std::vector<at::Tensor> zero{at::zeros({1})};
     comm.world().all_reduce_sum(zero, "the communication probe's compute");
   });
@@ -98,16 +116,29 @@ double compute_seconds(Communicator& comm, bool mine) {
 
 // How much longer every rank computing at once takes than one rank alone (the mean over ranks
 // of their turns alone).
-double together_over_alone(Communicator& comm) {
+double together_over_alone(Communicator& comm, ModelPiece& piece) {
   const int n = comm.world_size();
   double alone = 0;
-  for (int i = 0; i < n; ++i) alone += compute_seconds(comm, comm.rank() == i) / n;
-  return compute_seconds(comm, true) / alone;
+  for (int i = 0; i < n; ++i) alone += compute_seconds(comm, comm.rank() == i, piece) / n;
+  return compute_seconds(comm, true, piece) / alone;
+}
+
+// The model flags of `c`, for the workers' command line.
+std::vector<std::string> model_args(const TrainConfig& c) {
+  std::vector<std::string> args;
+  model_flags([&](const char* name, auto TrainConfig::*member, const char*) {
+    std::ostringstream value;
+    value << std::setprecision(17) << c.*member;
+    if (value.str().empty()) return;  // a default that is empty (--data: the built-in corpus)
+    args.push_back(name);
+    args.push_back(value.str());
+  });
+  return args;
 }
 
 }  // namespace
 
-int comm_probe_worker() {
+int comm_probe_worker(const TrainConfig& c) {
   CommOptions co;
   co.timeout = std::chrono::seconds(60);
   auto comm = Communicator::from_env(co);
@@ -124,12 +155,13 @@ int comm_probe_worker() {
     out["all_reduce"][std::to_string(g)] = {all_reduce_seconds_of(*comm, *group, kSmall),
                                             all_reduce_seconds_of(*comm, *group, kLarge)};
   }
-  out["together_over_alone"] = together_over_alone(*comm);
+  ModelPiece piece(c);
+  out["together_over_alone"] = together_over_alone(*comm, piece);
   if (r == 0) report_summary(out);
   return 0;
 }
 
-RankProbe probe_ranks(int ranks, int cores) {
+RankProbe probe_ranks(int ranks, int cores, const TrainConfig& model) {
   RankProbe p;
   CommCosts& c = p.comm;
   if (ranks < 2) return p;
@@ -139,6 +171,7 @@ RankProbe probe_ranks(int ranks, int cores) {
   lo.env = tuning.set;
   lo.cpus = tuning.cpus;
   lo.command = {"/proc/self/exe", "plan", "--probe-worker"};
+  for (auto& a : model_args(model)) lo.command.push_back(a);
   nlohmann::json s;
   if (launch_worker_ranks("tpipe plan", lo, s) != 0 || s.is_null())
     throw Error("the communication probe on " + std::to_string(ranks) + " ranks failed");

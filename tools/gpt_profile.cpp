@@ -5,13 +5,38 @@
 
 #include <algorithm>
 #include <thread>
+#include <vector>
 
+#include "tpipe/calibrate.h"
 #include "tpipe/data/char_corpus.h"
+#include "tpipe/machine/facts.h"
 #include "tpipe/models/gpt.h"
 #include "tpipe/profile.h"
 #include "tpipe/train/gpt_trainer.h"
 
 namespace tpipe::cli {
+
+namespace {
+
+// This process computes with a rank's threads: LibTorch's and, where it has its own, the BLAS's
+// (unset, OpenBLAS ran its own 2 threads beside LibTorch's 1 and small layers took 2x longer).
+class RankThreads {
+ public:
+  explicit RankThreads(int threads) : torch_(at::get_num_threads()), blas_(set_blas_threads(threads)) {
+    at::set_num_threads(threads);
+  }
+  ~RankThreads() {
+    at::set_num_threads(torch_);
+    if (blas_ > 0) set_blas_threads(blas_);
+  }
+  RankThreads(const RankThreads&) = delete;
+  RankThreads& operator=(const RankThreads&) = delete;
+
+ private:
+  int torch_, blas_;
+};
+
+}  // namespace
 
 GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats) {
   const CharCorpus corpus = CharCorpus::load(c.data);
@@ -20,20 +45,33 @@ GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats) {
   p.corpus = corpus.source();
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   p.threads = std::max(1, cores / std::max(1, ranks));
-  const int before = at::get_num_threads();
-  at::set_num_threads(p.threads);
+  const RankThreads threads(p.threads);
   ProfileOptions o;
   o.repeats = repeats;
   o.split_backward = true;  // the planner prices zero-bubble schedules' B and W
   const auto sample = corpus.batch(false, 0, c.microbatch_size, c.seq_len, c.seed).first;
-  p.layers = profile_layers(gpt_layers(model_config(c, corpus.vocab_size())), {sample}, o);
+  const auto specs = gpt_layers(model_config(c, corpus.vocab_size()));
+  p.layers = profile_layers(specs, {sample}, o);
   if (c.microbatch_size > 1)  // what a micro-batch costs whatever its size
-    p.layers_fewer_rows = profile_layers(gpt_layers(model_config(c, corpus.vocab_size())), {sample.narrow(0, 0, 1)}, o);
+    p.layers_fewer_rows = profile_layers(specs, {sample.narrow(0, 0, 1)}, o);
   p.optimizer_s_per_weight_byte = optimizer_seconds_per_weight_byte(c, corpus.vocab_size());
-  at::set_num_threads(before);
   p.cores = cores;
   p.tied_bytes = static_cast<double>(corpus.vocab_size()) * c.dim * sizeof(float);
   return p;
+}
+
+void calibrate_to_engine(GptProfile& p, const TrainConfig& c) {
+  const CharCorpus corpus = CharCorpus::load(c.data);
+  constexpr int kMicrobatches = 4;
+  const auto [x, y] = corpus.batch(false, 0, kMicrobatches * c.microbatch_size, c.seq_len, c.seed);
+  std::vector<StageTimes> runs;
+  {
+    const RankThreads threads(p.threads);
+    runs = time_stages_alone(gpt_layers(model_config(c, corpus.vocab_size())), gpt_loss(), {x}, {y}, kMicrobatches);
+  }
+  p.calibration = calibration_of(runs, p.layers);
+  p.layers = calibrated(p.layers, p.calibration);
+  p.layers_fewer_rows = calibrated(p.layers_fewer_rows, p.calibration);
 }
 
 }  // namespace tpipe::cli
