@@ -71,7 +71,7 @@ int partition_main(int argc, char** argv) {
   };
   layout_flags(opt);
   model_flags(opt);
-  app.add_option("--repeats", repeats, "timed runs of each layer (the median counts)")
+  app.add_option("--repeats", repeats, "micro-batches in flight when timing each layer (the median counts)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   try {
@@ -91,7 +91,7 @@ int partition_main(int argc, char** argv) {
               "--partition %s\n",
               c.layers, c.dim, specs, s.num_stages(), c.stages, c.schedule.c_str(), c.microbatches,
               c.microbatch_size, c.seq_len, c.partition.c_str());
-  std::printf("measured on one micro-batch of %s, %d intra-op thread%s, median of %d\n\n", profile.corpus.c_str(),
+  std::printf("measured on one micro-batch of %s, %d intra-op thread%s, median of %d in flight\n\n", profile.corpus.c_str(),
               profile.threads, profile.threads == 1 ? "" : "s", repeats);
   std::printf("stage  rank  layers                   parameters  forward ms  backward ms  activations MiB\n");
   for (int st = 0; st < cut.num_stages(); ++st) {

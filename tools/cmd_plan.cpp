@@ -148,7 +148,7 @@ int plan_main(int argc, char** argv) {
   app.add_option("--global-batch", global_batch, "sequences per step (default: --microbatch-size x 4)")
       ->check(CLI::Range(1, 1 << 24));
   app.add_option("--top", top, "layouts to print")->capture_default_str()->check(CLI::Range(1, 1000));
-  app.add_option("--repeats", repeats, "timed runs of each layer when profiling")->capture_default_str()->check(
+  app.add_option("--repeats", repeats, "micro-batches in flight when timing each layer")->capture_default_str()->check(
       CLI::Range(1, 1000));
   app.add_option("--measure", steps, "also run the best and the default layout with tpipe train for this many "
                                      "steps and print their measured step times")
