@@ -59,6 +59,11 @@ Layout default_layout(const PlanRequest& request) {
   return predict_layout(request, d);
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 // Runs `flags` with tpipe train for `steps` steps; the median step time after the first.
 double measure(const TrainConfig& c, const std::string& flags, int steps, const std::string& dir) {
   std::filesystem::remove_all(dir);
@@ -79,8 +84,7 @@ double measure(const TrainConfig& c, const std::string& flags, int steps, const 
     if (j["step"].get<int>() > 1) times.push_back(j["step_time_s"].get<double>());
   }
   if (times.empty()) throw Error("tpipe train " + flags + " wrote no step times in " + dir);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median(times);
 }
 
 void print_row(const char* mark, const Layout& l, double measured_s) {
@@ -150,8 +154,8 @@ int plan_main(int argc, char** argv) {
   app.add_option("--top", top, "layouts to print")->capture_default_str()->check(CLI::Range(1, 1000));
   app.add_option("--repeats", repeats, "micro-batches in flight when timing each layer")->capture_default_str()->check(
       CLI::Range(1, 1000));
-  app.add_option("--measure", steps, "also run the best and the default layout with tpipe train for this many "
-                                     "steps and print their measured step times")
+  app.add_option("--measure", steps, "also run the best and the default layout with tpipe train, in 3 alternating "
+                                     "rounds of this many steps, and print their measured step times (medians)")
       ->check(CLI::Range(2, 100000));
   bool probe_worker = false;
   app.add_flag("--probe-worker", probe_worker, "(internal) run one rank of the communication probe")->group("");
@@ -201,9 +205,19 @@ int plan_main(int argc, char** argv) {
   const Layout fallback = default_layout(request);
   double best_s = 0, default_s = 0;
   if (steps > 0) {
-    std::printf("\nmeasuring with tpipe train, %d steps each ...\n", steps);
-    best_s = measure(c, layouts[0].flags(), steps, "/tmp/tpipe-plan-best");
-    default_s = measure(c, fallback.flags(), steps, "/tmp/tpipe-plan-default");
+    // Alternating rounds: this machine's speed drifts by up to 40 % within minutes, and one run
+    // after the other made a drift look like a difference between the layouts.
+    constexpr int kRounds = 3;
+    std::printf("\nmeasuring with tpipe train, %d alternating rounds of %d steps each ...\n", kRounds, steps);
+    const auto dir = std::filesystem::temp_directory_path() / ("tpipe-plan-" + std::to_string(getpid()));
+    std::vector<double> best, other;
+    for (int r = 0; r < kRounds; ++r) {
+      best.push_back(measure(c, layouts[0].flags(), steps, (dir / "best").string()));
+      other.push_back(measure(c, fallback.flags(), steps, (dir / "default").string()));
+    }
+    std::filesystem::remove_all(dir);
+    best_s = median(best);
+    default_s = median(other);
     print_row("best", layouts[0], best_s);
   }
   print_row("default", fallback, default_s);

@@ -54,6 +54,8 @@ TEST(PlanCli, PrintsTheBestLayoutsAndWhatDoesNotFit) {
   // The communication it charges was measured by 2 ranks of its own.
   EXPECT_NE(out.text.find("communication measured on 2 ranks: a message "), std::string::npos) << out.text;
   EXPECT_NE(out.text.find("; all-reduce of 2 "), std::string::npos) << out.text;
+  // The profile was scaled to the engine's own actions.
+  EXPECT_NE(out.text.find("scaled to the engine's own actions (F x"), std::string::npos) << out.text;
   EXPECT_NE(out.text.find("run the best:  tpipe train --stages "), std::string::npos) << out.text;
   out = tpipe("plan --ranks 2 --repeats 1 --top 1 --memory-per-rank 1KiB" + std::string(kTiny));
   ASSERT_EQ(out.status, 0) << out.text;
@@ -61,6 +63,19 @@ TEST(PlanCli, PrintsTheBestLayoutsAndWhatDoesNotFit) {
   out = tpipe("plan --ranks 2 --memory-per-rank lots" + std::string(kTiny));
   EXPECT_EQ(out.status, 1);
   EXPECT_EQ(out.text, "tpipe plan: --memory-per-rank 'lots': expected a size such as 2GiB, 512MiB or 1e9\n");
+}
+
+TEST(PlanCli, MeasuresTheBestAndTheDefaultInAlternatingRounds) {
+  const Output out = tpipe("plan --ranks 2 --repeats 1 --top 1 --measure 2" + std::string(kTiny));
+  ASSERT_EQ(out.status, 0) << out.text;
+  EXPECT_NE(out.text.find("3 alternating rounds of 2 steps each"), std::string::npos) << out.text;
+  for (const char* row : {"\nbest ", "\ndefault "}) {
+    const auto at = out.text.rfind(row);
+    ASSERT_NE(at, std::string::npos) << row << out.text;
+    const std::string line = out.text.substr(at + 1, out.text.find('\n', at + 1) - at - 1);
+    EXPECT_TRUE(std::regex_search(line, std::regex("measured [0-9.]+ ms \\([+-][0-9]+%\\)$"))) << line;
+  }
+  EXPECT_NE(out.text.find("predicted: pipeline "), std::string::npos) << out.text;
 }
 
 TEST(PlanCli, TrainRunsThePlannedLayout) {
