@@ -84,15 +84,18 @@ int partition_main(int argc, char** argv) {
   const int specs = c.layers + 4;
   check_partition_method(c.partition, specs, s.num_stages());
 
-  const GptProfile profile = profile_gpt(c, c.stages, repeats);
+  GptProfile profile = profile_gpt(c, c.stages, repeats);
+  calibrate_to_engine(profile, c);  // the same costs as tpipe plan's
   const auto& layers = profile.layers;
   const Partition cut = cut_of(c.partition, s.num_stages(), layers);
   std::printf("GPT %d blocks x %d wide (%d layers), %d stages on %d ranks, %s, %d micro-batches of %d x %d; "
               "--partition %s\n",
               c.layers, c.dim, specs, s.num_stages(), c.stages, c.schedule.c_str(), c.microbatches,
               c.microbatch_size, c.seq_len, c.partition.c_str());
-  std::printf("measured on one micro-batch of %s, %d intra-op thread%s, median of %d in flight\n\n", profile.corpus.c_str(),
-              profile.threads, profile.threads == 1 ? "" : "s", repeats);
+  std::printf("measured on one micro-batch of %s, %d intra-op thread%s, median of %d in flight, scaled to the "
+              "engine's own actions (F x%.2f, backward x%.2f)\n\n",
+              profile.corpus.c_str(), profile.threads, profile.threads == 1 ? "" : "s", repeats,
+              profile.calibration.forward, profile.calibration.backward);
   std::printf("stage  rank  layers                   parameters  forward ms  backward ms  activations MiB\n");
   for (int st = 0; st < cut.num_stages(); ++st) {
     double params = 0, f = 0, b = 0, act = 0;
