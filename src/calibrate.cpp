@@ -4,17 +4,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
-#include <algorithm>
-
 #include "tpipe/error.h"
+#include "tpipe/util/stats.h"
 
 namespace tpipe {
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
 
 template <class Get>
 double profiled(const std::vector<LayerFacts>& facts, const Partition& cut, int stage, Get get) {

@@ -13,6 +13,7 @@
 #include "split_backward.h"
 #include "tpipe/error.h"
 #include "tpipe/memory.h"
+#include "tpipe/util/stats.h"
 
 namespace tpipe {
 namespace {
@@ -20,11 +21,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
 
 double bytes_of(const Payload& p) {
   double n = 0;
@@ -95,7 +91,7 @@ Round run_round(Layer& layer, const Payload& x, bool first, MemoryCounter& count
       if (!p.roots.empty()) works.push_back(std::make_unique<SplitBackward>(p.roots, p.seeds, inputs, params));
       r.input_grad.push_back(seconds_since(t0));
     }
-    for (std::size_t k = 0; k < works.size(); ++k) {
+    for (std::size_t k = 0; k < works.size(); ++k) {  // W ends by freeing the graph, as in the engine
       const auto t0 = Clock::now();
       works[k]->weights();
       works[k].reset();
@@ -154,7 +150,9 @@ std::vector<LayerFacts> profile_layers(const std::vector<LayerSpec>& layers, con
     }
     Round whole, split;
     try {
-      // Each kind of round once untimed first: its memory is then the allocator's, not new pages.
+      // Untimed rounds first, so that the timed ones find their memory in the allocator, not in
+      // new pages: two of whole backwards (after one, the first block's B still took 2x the
+      // others'), then one of the split.
       const int n = std::max(options.repeats, 1);
       run_round(*layer, x, i == 0, counter, n, false);
       run_round(*layer, x, i == 0, counter, n, false);

@@ -84,8 +84,7 @@ int partition_main(int argc, char** argv) {
   const int specs = c.layers + 4;
   check_partition_method(c.partition, specs, s.num_stages());
 
-  GptProfile profile = profile_gpt(c, c.stages, repeats);
-  calibrate_to_engine(profile, c);  // the same costs as tpipe plan's
+  const GptProfile profile = profile_gpt(c, c.stages, repeats);
   const auto& layers = profile.layers;
   const Partition cut = cut_of(c.partition, s.num_stages(), layers);
   std::printf("GPT %d blocks x %d wide (%d layers), %d stages on %d ranks, %s, %d micro-batches of %d x %d; "

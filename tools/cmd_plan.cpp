@@ -22,6 +22,7 @@
 #include "tpipe/models/gpt.h"
 #include "tpipe/plan.h"
 #include "tpipe/train/gpt_trainer.h"
+#include "tpipe/util/stats.h"
 
 namespace tpipe::cli {
 namespace {
@@ -59,9 +60,20 @@ Layout default_layout(const PlanRequest& request) {
   return predict_layout(request, d);
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+// What a request for request.ranks ranks measures: the model's profile (scaled to the engine)
+// and what the probe found on that many ranks of this machine.
+GptProfile profile_and_probe(const TrainConfig& c, int repeats, PlanRequest& request) {
+  GptProfile profile = profile_gpt(c, request.ranks, repeats);
+  const RankProbe probe = probe_ranks(request.ranks, profile.cores, c);
+  request.layers = profile.layers;
+  request.layers_fewer_rows = profile.layers_fewer_rows;
+  request.cores = profile.cores;
+  request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
+  request.tied_bytes = profile.tied_bytes;
+  request.record_every_step = true;  // tpipe train records every step for its metrics
+  request.comm = probe.comm;
+  request.compute_slowdown = probe.slowdown;
+  return profile;
 }
 
 // Runs `flags` with tpipe train for `steps` steps; the median step time after the first.
@@ -106,17 +118,7 @@ std::string apply_best_layout(TrainConfig& c) {
   const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
   if (memory > 0) request.memory_per_rank = memory / request.ranks;
   request.optimizer_bytes_per_weight_byte = c.optimizer == "sgd" ? 0 : 2;
-  GptProfile profile = profile_gpt(c, request.ranks, 3);
-  const RankProbe probe = probe_ranks(request.ranks, profile.cores, c);
-  calibrate_to_engine(profile, c);
-  request.layers = profile.layers;
-  request.layers_fewer_rows = profile.layers_fewer_rows;
-  request.cores = profile.cores;
-  request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
-  request.tied_bytes = profile.tied_bytes;
-  request.record_every_step = true;  // tpipe train records every step for its metrics
-  request.comm = probe.comm;
-  request.compute_slowdown = probe.slowdown;
+  profile_and_probe(c, 3, request);
   const Layout best = plan_layouts(request).front();
   c.stages = best.pp;
   c.dp = best.dp;
@@ -170,17 +172,7 @@ int plan_main(int argc, char** argv) {
   request.ranks = ranks;
   request.global_batch = global_batch > 0 ? global_batch : c.microbatch_size * 4;
   request.memory_per_rank = parse_bytes(memory);
-  GptProfile profile = profile_gpt(c, ranks, repeats);
-  const RankProbe probe = probe_ranks(ranks, profile.cores, c);
-  calibrate_to_engine(profile, c);
-  request.layers = profile.layers;
-  request.layers_fewer_rows = profile.layers_fewer_rows;
-  request.cores = profile.cores;
-  request.optimizer_s_per_weight_byte = profile.optimizer_s_per_weight_byte;
-  request.tied_bytes = profile.tied_bytes;
-  request.record_every_step = true;  // tpipe train records every step for its metrics
-  request.comm = probe.comm;
-  request.compute_slowdown = probe.slowdown;
+  const GptProfile profile = profile_and_probe(c, repeats, request);
   const auto layouts = plan_layouts(request);
   std::printf("GPT %d blocks x %d wide, %d sequences of %d a step, on %d ranks%s; %zu layouts, costs measured on "
               "one micro-batch of %d (%d intra-op thread%s%s), scaled to the engine's own actions (F x%.2f, "

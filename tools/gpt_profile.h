@@ -15,7 +15,7 @@ struct GptProfile {
   std::vector<LayerFacts> layers;  // embed, pos, blocks, ln_f, lm_head
   std::vector<LayerFacts> layers_fewer_rows;  // the same on one sequence (empty when that is the sample)
   std::string corpus;              // where the sample came from
-  EngineCalibration calibration;   // what both were scaled by (calibrate_to_engine)
+  EngineCalibration calibration;   // what both were scaled by: the engine's actions over the profile
   int threads = 1;                 // intra-op threads it was measured with
   int cores = 1;                   // of this machine, which the ranks share
   double optimizer_s_per_weight_byte = 0;  // the optimizer's step, timed on the whole model
@@ -23,13 +23,9 @@ struct GptProfile {
 };
 
 // Loads the corpus (its vocabulary sizes the model), builds the model and profiles it with the
-// intra-op threads a rank gets among `ranks` on this machine. Prints nothing.
+// threads a rank gets among `ranks` on this machine, then scales the profile to the engine's own
+// actions (calibrate.h). Prints nothing.
 GptProfile profile_gpt(const TrainConfig& c, int ranks, int repeats);
-
-// Scales p's layers (both lists) to the engine's own actions, the engine run on this process
-// alone with a rank's threads (calibrate.h). Timing them on the probe's ranks instead predicted
-// 2-rank steps 16-42 % fast where this did 5-22 %: the ranks' first steps ran faster than later.
-void calibrate_to_engine(GptProfile& p, const TrainConfig& c);
 
 // tpipe train --plan auto: the fastest layout that fits on c.stages x c.dp ranks, with the same
 // global batch and the machine's memory shared among the ranks, written into `c` (plan cleared).

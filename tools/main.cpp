@@ -38,8 +38,8 @@ const char* kUsage =
 // the user's values (its GLIBC_TUNABLES keeps theirs). Threads are the profile's own business (it
 // sets them as a rank among its ranks gets them), but OpenMP's wait policy is read only at start:
 // with 2 threads each in LibTorch's pool and OpenBLAS's, a spinning pool made a block's backward
-// 10x slower. tpipe train is left alone: it tunes its ranks
-// itself and says so, and would take these for the user's.
+// 10x slower. tpipe train is left alone: it tunes its ranks itself and says so, and would take
+// these for the user's.
 void tune_like_a_rank(const std::string& cmd) {
   if (cmd != "plan" && cmd != "partition") return;
   for (const auto& [name, value] : tpipe::tune_local_ranks(1).set)

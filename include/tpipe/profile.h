@@ -22,7 +22,7 @@ struct ProfileOptions {
   // As EngineOptions::layer_seed: layer i is built under torch::manual_seed(seed + i).
   std::optional<std::uint64_t> layer_seed;
   // Also time each backward split into B and W (LayerFacts::input_grad_s, weight_grad_s), as the
-  // planner needs for zero-bubble schedules; one more forward and backward per timed run.
+  // planner needs for zero-bubble schedules; two more rounds per layer (one untimed).
   bool split_backward = false;
 };
 
