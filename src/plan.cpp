@@ -10,6 +10,7 @@
 #include <map>
 #include <sstream>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "plan_model.h"
@@ -210,6 +211,9 @@ std::vector<Layout> plan_layouts(const PlanRequest& request) {
                       std::find(request.partitions.begin(), request.partitions.end(), "profile") != request.partitions.end();
   std::map<int, std::vector<std::pair<std::string, Partition>>> cuts_by_stages;
   std::vector<Layout> out;
+  // The actions of the schedules tried per (pp, m, chunks): two names for the same actions (gpipe
+  // and 1f1b of one micro-batch) are one layout, named by the first.
+  std::map<std::tuple<int, int, int>, std::vector<std::vector<std::vector<Action>>>> tried;
   for (int pp = 1; pp <= request.ranks; ++pp) {
     const int dp = request.ranks / pp;
     if (request.ranks % pp != 0 || request.global_batch % dp != 0) continue;
@@ -231,6 +235,9 @@ std::vector<Layout> plan_layouts(const PlanRequest& request) {
         } catch (const ScheduleError&) {
           continue;
         }
+        auto& same_shape = tried[{pp, m, chunks}];
+        if (std::find(same_shape.begin(), same_shape.end(), s.ranks) != same_shape.end()) continue;
+        same_shape.push_back(s.ranks);
         const int rows = request.global_batch / (dp * m);
         const ScaledLayers scaled = detail::scale_layers(request, rows);
         for (const auto& checkpoint : request.checkpoints) {

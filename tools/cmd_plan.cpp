@@ -8,8 +8,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 #include <unistd.h>
@@ -18,6 +16,7 @@
 #include "comm_probe.h"
 #include "gpt_profile.h"
 #include "model_flags.h"
+#include "plan_trials.h"
 #include "tpipe/error.h"
 #include "tpipe/models/gpt.h"
 #include "tpipe/plan.h"
@@ -49,6 +48,23 @@ double parse_bytes(const std::string& text) {
 
 double mib(double bytes) { return bytes / (1 << 20); }
 
+// The race (plan_trials.h): the model ranks layouts that differ by less than its error alike (on
+// 4 ranks sharing 2 cores it put three layouts within 1 % that ran 84, 86 and 100 ms), so the
+// layouts predicted within 10 % of the best are run, 2 alternating rounds each.
+constexpr int kRaceEntrants = 3, kRaceSteps = 10, kRaceRounds = 2;
+constexpr double kRaceMargin = 0.10;
+
+std::vector<double> run_race(const TrainConfig& c, std::vector<Layout>& layouts, int entrants, double margin,
+                             int steps) {
+  const std::size_t n = race_field(layouts, entrants, margin);
+  if (n < 2) return {};
+  std::printf("\nracing the %zu layouts predicted within %g %% of the best with tpipe train, %d alternating rounds of "
+              "%d steps each ...\n",
+              n, 100 * margin, kRaceRounds, steps);
+  std::fflush(stdout);
+  return race(c, layouts, entrants, margin, kRaceRounds, steps);
+}
+
 // tpipe train's own layout on these ranks: every rank a stage, 1f1b, 4 micro-batches, uniform.
 Layout default_layout(const PlanRequest& request) {
   Layout d;
@@ -76,35 +92,12 @@ GptProfile profile_and_probe(const TrainConfig& c, int repeats, PlanRequest& req
   return profile;
 }
 
-// Runs `flags` with tpipe train for `steps` steps; the median step time after the first.
-double measure(const TrainConfig& c, const std::string& flags, int steps, const std::string& dir) {
-  std::filesystem::remove_all(dir);
-  // The shell runs the command: name this program by its path, not /proc/self/exe.
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  const std::string cmd = "'" + self + "' train " + flags + " --layers " + std::to_string(c.layers) + " --dim " +
-                          std::to_string(c.dim) + " --heads " + std::to_string(c.heads) + " --seq-len " +
-                          std::to_string(c.seq_len) + (c.data.empty() ? "" : " --data '" + c.data + "'") +
-                          " --steps " + std::to_string(steps) + " --eval-every " + std::to_string(steps) +
-                          " --sample-chars 0 --checkpoints - --trace - --timeline - --out " + dir + " >" + dir +
-                          ".log 2>&1";
-  std::filesystem::create_directories(dir);
-  if (std::system(cmd.c_str()) != 0) throw Error("tpipe train " + flags + " failed; see " + dir + ".log");
-  std::vector<double> times;
-  std::ifstream in(dir + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
-    if (j["step"].get<int>() > 1) times.push_back(j["step_time_s"].get<double>());
-  }
-  if (times.empty()) throw Error("tpipe train " + flags + " wrote no step times in " + dir);
-  return median(times);
-}
-
-void print_row(const char* mark, const Layout& l, double measured_s) {
+void print_row(const char* mark, const Layout& l, double measured_s, bool parts = true) {
   std::printf("%-8s %9.2f  %6.1f%%  %9.1f  %-4s %s", mark, 1e3 * l.step_s, 100 * l.bubble, mib(l.peak_memory_bytes),
               l.fits ? "yes" : "no", l.flags().c_str());
   if (measured_s > 0) std::printf("   measured %.2f ms (%+.0f%%)", 1e3 * measured_s, 100 * (l.step_s / measured_s - 1));
   std::printf("\n");
-  if (measured_s > 0)
+  if (measured_s > 0 && parts)
     std::printf("%-8s %9s  predicted: pipeline %.2f + all-reduce %.2f + step end %.2f + optimizer %.2f ms\n", "", "",
                 1e3 * l.pipeline_s, 1e3 * l.allreduce_s, 1e3 * l.step_end_s, 1e3 * l.optimizer_s);
 }
@@ -119,7 +112,9 @@ std::string apply_best_layout(TrainConfig& c) {
   if (memory > 0) request.memory_per_rank = memory / request.ranks;
   request.optimizer_bytes_per_weight_byte = c.optimizer == "sgd" ? 0 : 2;
   profile_and_probe(c, 3, request);
-  const Layout best = plan_layouts(request).front();
+  std::vector<Layout> layouts = plan_layouts(request);
+  const auto raced = race(c, layouts, kRaceEntrants, kRaceMargin, kRaceRounds, kRaceSteps);
+  const Layout& best = layouts.front();
   c.stages = best.pp;
   c.dp = best.dp;
   c.microbatches = best.microbatches;
@@ -129,8 +124,9 @@ std::string apply_best_layout(TrainConfig& c) {
   c.partition = best.partition_method == kProfileUnderCap ? to_string(best.partition) : best.partition_method;
   c.checkpoint = best.checkpoint;
   c.plan.clear();
-  char line[160];
-  std::snprintf(line, sizeof line, " (predicted %.1f ms a step, %.1f MiB on the fullest rank%s)", 1e3 * best.step_s,
+  char line[200];
+  std::snprintf(line, sizeof line, " (predicted %.1f ms a step%s, %.1f MiB on the fullest rank%s)", 1e3 * best.step_s,
+                raced.empty() ? "" : (", the fastest of " + std::to_string(raced.size()) + " raced").c_str(),
                 mib(best.peak_memory_bytes), best.fits ? "" : "; no layout fits the memory");
   return "plan auto: " + best.flags() + line;
 }
@@ -141,7 +137,9 @@ int plan_main(int argc, char** argv) {
                "simulator and a memory model; print the best",
                "tpipe plan"};
   TrainConfig c;
-  int ranks = 2, global_batch = 0, top = 5, repeats = 3, steps = 0;
+  int ranks = 2, global_batch = 0, top = 5, repeats = 3, steps = 0, race_entrants = kRaceEntrants,
+      race_steps = kRaceSteps;
+  double race_within = 100 * kRaceMargin;
   std::string memory = "none";
   auto opt = [&](const char* name, auto TrainConfig::*member, const char* help) {
     app.add_option(name, c.*member, help)->capture_default_str();
@@ -156,6 +154,16 @@ int plan_main(int argc, char** argv) {
   app.add_option("--top", top, "layouts to print")->capture_default_str()->check(CLI::Range(1, 1000));
   app.add_option("--repeats", repeats, "micro-batches in flight when timing each layer")->capture_default_str()->check(
       CLI::Range(1, 1000));
+  app.add_option("--race", race_entrants, "run the layouts (at most this many) predicted within --race-within of "
+                                         "the best with tpipe train, 2 alternating rounds, and choose the fastest "
+                                         "measured (0 or 1: the model's best)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
+  app.add_option("--race-within", race_within, "percent of the best's prediction within which layouts race")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--race-steps", race_steps, "steps of each race run")->capture_default_str()->check(
+      CLI::Range(2, 100000));
   app.add_option("--measure", steps, "also run the best and the default layout with tpipe train, in 3 alternating "
                                      "rounds of this many steps, and print their measured step times (medians)")
       ->check(CLI::Range(2, 100000));
@@ -173,7 +181,7 @@ int plan_main(int argc, char** argv) {
   request.global_batch = global_batch > 0 ? global_batch : c.microbatch_size * 4;
   request.memory_per_rank = parse_bytes(memory);
   const GptProfile profile = profile_and_probe(c, repeats, request);
-  const auto layouts = plan_layouts(request);
+  auto layouts = plan_layouts(request);
   std::printf("GPT %d blocks x %d wide, %d sequences of %d a step, on %d ranks%s; %zu layouts, costs measured on "
               "one micro-batch of %d (%d intra-op thread%s%s), scaled to the engine's own actions (F x%.2f, "
               "backward x%.2f, B x%.2f, W x%.2f)\n\n",
@@ -194,22 +202,19 @@ int plan_main(int argc, char** argv) {
   std::printf("%-8s %9s  %7s  %9s  %-4s %s\n", "", "step ms", "bubble", "peak MiB", "fits", "tpipe train flags");
   for (int i = 0; i < std::min<int>(top, static_cast<int>(layouts.size())); ++i)
     print_row(i == 0 ? "best" : "", layouts[i], 0);
+  if (race_entrants > 1) {
+    const auto measured = run_race(c, layouts, race_entrants, race_within / 100, race_steps);
+    if (!measured.empty())
+      for (std::size_t i = 0; i < measured.size(); ++i) print_row(i == 0 ? "best" : "", layouts[i], measured[i], false);
+  }
   const Layout fallback = default_layout(request);
   double best_s = 0, default_s = 0;
   if (steps > 0) {
-    // Alternating rounds: this machine's speed drifts by up to 40 % within minutes, and one run
-    // after the other made a drift look like a difference between the layouts.
     constexpr int kRounds = 3;
     std::printf("\nmeasuring with tpipe train, %d alternating rounds of %d steps each ...\n", kRounds, steps);
-    const auto dir = std::filesystem::temp_directory_path() / ("tpipe-plan-" + std::to_string(getpid()));
-    std::vector<double> best, other;
-    for (int r = 0; r < kRounds; ++r) {
-      best.push_back(measure(c, layouts[0].flags(), steps, (dir / "best").string()));
-      other.push_back(measure(c, fallback.flags(), steps, (dir / "default").string()));
-    }
-    std::filesystem::remove_all(dir);
-    best_s = median(best);
-    default_s = median(other);
+    const auto both = run_alternating(c, {layouts[0].flags(), fallback.flags()}, kRounds, steps);
+    best_s = both[0];
+    default_s = both[1];
     print_row("best", layouts[0], best_s);
   }
   print_row("default", fallback, default_s);

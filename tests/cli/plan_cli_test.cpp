@@ -48,7 +48,7 @@ TEST(PartitionCli, RefusesAMethodItDoesNotKnow) {
 }
 
 TEST(PlanCli, PrintsTheBestLayoutsAndWhatDoesNotFit) {
-  Output out = tpipe("plan --ranks 2 --repeats 1 --top 3" + std::string(kTiny));
+  Output out = tpipe("plan --ranks 2 --repeats 1 --top 3 --race 0" + std::string(kTiny));
   ASSERT_EQ(out.status, 0) << out.text;
   EXPECT_NE(out.text.find("\nbest "), std::string::npos) << out.text;
   // The communication it charges was measured by 2 ranks of its own.
@@ -65,9 +65,33 @@ TEST(PlanCli, PrintsTheBestLayoutsAndWhatDoesNotFit) {
   EXPECT_EQ(out.text, "tpipe plan: --memory-per-rank 'lots': expected a size such as 2GiB, 512MiB or 1e9\n");
 }
 
-TEST(PlanCli, MeasuresTheBestAndTheDefaultInAlternatingRounds) {
-  const Output out = tpipe("plan --ranks 2 --repeats 1 --top 1 --measure 2" + std::string(kTiny));
+// The two layouts predicted fastest race (a margin wide enough for any two); the winner is the
+// one measured and run.
+TEST(PlanCli, RacesTheClosestAndMeasuresTheWinnerAndTheDefaultInAlternatingRounds) {
+  const Output out = tpipe("plan --ranks 2 --repeats 1 --top 2 --race 2 --race-within 1e5 --race-steps 2 --measure 2" +
+                           std::string(kTiny));
   ASSERT_EQ(out.status, 0) << out.text;
+  const auto race = out.text.find("racing the 2 layouts predicted within 100000 % of the best with tpipe train, 2 "
+                                  "alternating rounds of 2 steps each ...\n");
+  ASSERT_NE(race, std::string::npos) << out.text;
+  // Both entrants with their measured times, the faster first and marked best.
+  const std::regex entrant("measured ([0-9.]+) ms \\([+-][0-9]+%\\)");
+  std::istringstream lines(out.text.substr(race));
+  std::string line, winner_flags;
+  std::getline(lines, line);
+  std::vector<double> measured;
+  for (int i = 0; i < 2 && std::getline(lines, line); ++i) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(line, m, entrant)) << line;
+    measured.push_back(std::stod(m[1]));
+    if (i == 0) {
+      EXPECT_EQ(line.rfind("best ", 0), 0u) << line;
+      winner_flags = line.substr(line.find("--stages"), line.find("   measured") - line.find("--stages"));
+    }
+  }
+  ASSERT_EQ(measured.size(), 2u) << out.text;
+  EXPECT_LE(measured[0], measured[1]) << out.text;
+  EXPECT_NE(out.text.find("run the best:  tpipe train " + winner_flags + "\n"), std::string::npos) << out.text;
   EXPECT_NE(out.text.find("3 alternating rounds of 2 steps each"), std::string::npos) << out.text;
   for (const char* row : {"\nbest ", "\ndefault "}) {
     const auto at = out.text.rfind(row);

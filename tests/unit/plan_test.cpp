@@ -125,6 +125,11 @@ TEST(Plan, RankingPutsFittingLayoutsFirstThenTheFastest) {
   EXPECT_EQ(find(all, 2, 16, "gpipe", "never", "profile"), nullptr);
   EXPECT_EQ(find(all, 1, 4, "gpipe", "never", "uniform"), nullptr);  // pp = 1 runs 1f1b only
   EXPECT_NE(find(all, 1, 4, "1f1b", "never", "uniform"), nullptr);
+  // Two names for the same actions are one layout: gpipe and 1f1b of one micro-batch, named by
+  // the first tried.
+  EXPECT_NE(find(all, 2, 1, "gpipe", "never", "uniform"), nullptr);
+  EXPECT_EQ(find(all, 2, 1, "1f1b", "never", "uniform"), nullptr);
+  EXPECT_NE(find(all, 2, 8, "1f1b", "never", "uniform"), nullptr);
   EXPECT_EQ(plan_layouts(two_ranks()).front().flags(), all.front().flags());  // deterministic
 }
 

@@ -1,0 +1,90 @@
+// Running layouts for tpipe plan (see plan_trials.h).
+#include "plan_trials.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include <unistd.h>
+
+#include "tpipe/error.h"
+#include "tpipe/util/stats.h"
+
+namespace tpipe::cli {
+namespace {
+
+std::string number(double x) {
+  std::ostringstream s;
+  s << std::setprecision(17) << x;
+  return s.str();
+}
+
+// Runs `flags` with tpipe train for `steps` steps in `dir`; the step times after the first.
+std::vector<double> step_times(const TrainConfig& c, const std::string& flags, int steps, const std::string& dir) {
+  std::filesystem::remove_all(dir);
+  // The shell runs the command: name this program by its path, not /proc/self/exe.
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string cmd = "'" + self + "' train " + flags + " --layers " + std::to_string(c.layers) + " --dim " +
+                          std::to_string(c.dim) + " --heads " + std::to_string(c.heads) + " --seq-len " +
+                          std::to_string(c.seq_len) + (c.data.empty() ? "" : " --data '" + c.data + "'") +
+                          " --optimizer " + c.optimizer + " --clip " + number(c.clip) + " --dropout " +
+                          number(c.dropout) +
+                          " --steps " + std::to_string(steps) + " --eval-every " + std::to_string(steps) +
+                          " --sample-chars 0 --checkpoints - --trace - --timeline - --out " + dir + " >" + dir +
+                          ".log 2>&1";
+  std::filesystem::create_directories(dir);
+  if (std::system(cmd.c_str()) != 0) throw Error("tpipe train " + flags + " failed; see " + dir + ".log");
+  std::vector<double> times;
+  std::ifstream in(dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["step"].get<int>() > 1) times.push_back(j["step_time_s"].get<double>());
+  }
+  if (times.empty()) throw Error("tpipe train " + flags + " wrote no step times in " + dir);
+  return times;
+}
+
+}  // namespace
+
+std::vector<double> run_alternating(const TrainConfig& model, const std::vector<std::string>& flags, int rounds,
+                                    int steps) {
+  const auto dir = std::filesystem::temp_directory_path() / ("tpipe-plan-" + std::to_string(getpid()));
+  std::vector<std::vector<double>> times(flags.size());
+  for (int r = 0; r < rounds; ++r)
+    for (std::size_t i = 0; i < flags.size(); ++i) {
+      const auto t = step_times(model, flags[i], steps, (dir / std::to_string(i)).string());
+      times[i].insert(times[i].end(), t.begin(), t.end());
+    }
+  std::filesystem::remove_all(dir);
+  std::vector<double> out;
+  for (const auto& t : times) out.push_back(median(t));
+  return out;
+}
+
+std::size_t race_field(const std::vector<Layout>& ranked, int entrants, double margin) {
+  std::size_t n = 0;
+  while (n < ranked.size() && static_cast<int>(n) < entrants && ranked[n].fits &&
+         ranked[n].step_s <= (1 + margin) * ranked.front().step_s)
+    ++n;
+  return n;
+}
+
+std::vector<double> race(const TrainConfig& model, std::vector<Layout>& ranked, int entrants, double margin,
+                         int rounds, int steps) {
+  const std::size_t n = race_field(ranked, entrants, margin);
+  if (n < 2) return {};
+  std::vector<std::string> flags;
+  for (std::size_t i = 0; i < n; ++i) flags.push_back(ranked[i].flags());
+  std::vector<double> measured = run_alternating(model, flags, rounds, steps);
+  const auto fastest = std::min_element(measured.begin(), measured.end()) - measured.begin();
+  std::rotate(ranked.begin(), ranked.begin() + fastest, ranked.begin() + fastest + 1);
+  std::rotate(measured.begin(), measured.begin() + fastest, measured.begin() + fastest + 1);
+  return measured;
+}
+
+}  // namespace tpipe::cli

@@ -1,0 +1,33 @@
+// Running layouts of tpipe train's GPT for real, for tpipe plan: a race among the layouts its model
+// cannot tell apart, and --measure's comparison of the chosen layout with the default. Both run
+// their layouts in alternating rounds: this machine's speed drifts by up to 40 % within minutes,
+// and one layout run after the other made a drift look like a difference between them.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "tpipe/plan.h"
+#include "tpipe/train/train_config.h"
+
+namespace tpipe::cli {
+
+// Runs each layout (tpipe train flags) for `steps` steps in each of `rounds` alternating rounds,
+// in a temporary directory of this process's own; per layout, the median of its step times (every
+// step but each run's first, which warms up) over all rounds.
+std::vector<double> run_alternating(const TrainConfig& model, const std::vector<std::string>& flags, int rounds,
+                                    int steps);
+
+// How many of `ranked`'s first layouts race: at most `entrants`, each fitting and predicted within
+// `margin` (0.1: 10 %) of the first.
+std::size_t race_field(const std::vector<Layout>& ranked, int entrants, double margin);
+
+// The race: the layouts among the first `entrants` of `ranked` (best first) that fit and whose
+// predicted step is within `margin` (0.1: 10 %) of the first's, run with run_alternating. The
+// measured fastest is moved to the front of `ranked`. Returns each entrant's measured seconds in
+// `ranked`'s new order (empty when fewer than two qualify: nothing is run).
+std::vector<double> race(const TrainConfig& model, std::vector<Layout>& ranked, int entrants, double margin,
+                         int rounds, int steps);
+
+}  // namespace tpipe::cli
