@@ -13,9 +13,9 @@
 
 namespace tpipe::cli {
 
-// Runs each layout (tpipe train flags) for `steps` steps in each of `rounds` alternating rounds,
-// in a temporary directory of this process's own; per layout, the median of its step times (every
-// step but each run's first, which warms up) over all rounds.
+// Runs each layout (tpipe train flags) for `steps` timed steps, after 3 that warm up, in each of
+// `rounds` alternating rounds, in a temporary directory of this process's own; per layout, the
+// median of its timed steps over all rounds.
 std::vector<double> run_alternating(const TrainConfig& model, const std::vector<std::string>& flags, int rounds,
                                     int steps);
 

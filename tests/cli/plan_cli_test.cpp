@@ -72,7 +72,7 @@ TEST(PlanCli, RacesTheClosestAndMeasuresTheWinnerAndTheDefaultInAlternatingRound
                            std::string(kTiny));
   ASSERT_EQ(out.status, 0) << out.text;
   const auto race = out.text.find("racing the 2 layouts predicted within 100000 % of the best with tpipe train, 2 "
-                                  "alternating rounds of 2 steps each ...\n");
+                                  "alternating rounds of 2 steps each (after 3 that warm up) ...\n");
   ASSERT_NE(race, std::string::npos) << out.text;
   // Both entrants with their measured times, the faster first and marked best.
   const std::regex entrant("measured ([0-9.]+) ms \\([+-][0-9]+%\\)");
@@ -92,7 +92,7 @@ TEST(PlanCli, RacesTheClosestAndMeasuresTheWinnerAndTheDefaultInAlternatingRound
   ASSERT_EQ(measured.size(), 2u) << out.text;
   EXPECT_LE(measured[0], measured[1]) << out.text;
   EXPECT_NE(out.text.find("run the best:  tpipe train " + winner_flags + "\n"), std::string::npos) << out.text;
-  EXPECT_NE(out.text.find("3 alternating rounds of 2 steps each"), std::string::npos) << out.text;
+  EXPECT_NE(out.text.find("3 alternating rounds of 2 steps each (after 3 that warm up)"), std::string::npos) << out.text;
   for (const char* row : {"\nbest ", "\ndefault "}) {
     const auto at = out.text.rfind(row);
     ASSERT_NE(at, std::string::npos) << row << out.text;
