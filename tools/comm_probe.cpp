@@ -14,6 +14,7 @@
 #include "tpipe/comm/group.h"
 #include "tpipe/error.h"
 #include "tpipe/machine/facts.h"
+#include "tpipe/util/stats.h"
 #include "model_flags.h"
 #include "model_piece.h"
 #include "worker_ranks.h"
@@ -26,19 +27,25 @@ constexpr double kSmall = 4096, kLarge = 4 << 20;  // bytes: a gradient norm's s
 
 using Clock = std::chrono::steady_clock;
 
+// Seconds of one run of `op(i)`, begun together on every rank.
+template <class Op>
+double seconds_once(Communicator& comm, Op op, int i) {
+  std::vector<at::Tensor> zero{at::zeros({1})};
+  comm.world().all_reduce_sum(zero, "lining up the communication probe");
+  const auto t0 = Clock::now();
+  op(i);
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
 // The median of kTimed runs of `op` (after kWarmup), each begun together on every rank.
 template <class Op>
 double median_seconds(Communicator& comm, Op op) {
   std::vector<double> t;
   for (int i = 0; i < kWarmup + kTimed; ++i) {
-    std::vector<at::Tensor> zero{at::zeros({1})};
-    comm.world().all_reduce_sum(zero, "lining up the communication probe");
-    const auto t0 = Clock::now();
-    op(i);
-    if (i >= kWarmup) t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    const double s = seconds_once(comm, op, i);
+    if (i >= kWarmup) t.push_back(s);
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return median(t);
 }
 
 // A fixed piece of compute, GEMMs of a layer's size: what the other ranks do while ranks 0 and 1
@@ -103,24 +110,32 @@ double all_reduce_seconds_of(Communicator& comm, Group& group, double bytes) {
   });
 }
 
-// Until every rank has done its piece of compute (when `mine`): seconds, the median of kTimed
-// after kWarmup. Time-slicing lets some ranks finish early, so what counts is when the last one
-// does, as in a pipeline's step.
-double compute_seconds(Communicator& comm, bool mine, ModelPiece& piece) {
-  return median_seconds(comm, [&](int) {
-    if (mine) piece.run();
-    std::vector<at::Tensor> zero{at::zeros({1})};
-    comm.world().all_reduce_sum(zero, "the communication probe's compute");
-  });
-}
-
-// How much longer every rank computing at once takes than one rank alone (the mean over ranks
-// of their turns alone).
+// How much longer every rank computing at once takes than one rank alone. Each round times each
+// rank alone in turn, then every rank at once, until the last one is done (time-slicing lets some
+// finish early; what counts is when the last one does, as in a pipeline's step); the result is
+// the median over rounds of together / the mean of the turns alone. Rounds, not one phase after
+// the other: the machine's speed drifts within a minute, and a drift between the phases made the
+// factor on 4 ranks move from 1.09 to 1.22 between runs.
 double together_over_alone(Communicator& comm, ModelPiece& piece) {
   const int n = comm.world_size();
-  double alone = 0;
-  for (int i = 0; i < n; ++i) alone += compute_seconds(comm, comm.rank() == i, piece) / n;
-  return compute_seconds(comm, true, piece) / alone;
+  auto run = [&](bool mine) {
+    return seconds_once(
+        comm,
+        [&](int) {
+          if (mine) piece.run();
+          std::vector<at::Tensor> zero{at::zeros({1})};
+          comm.world().all_reduce_sum(zero, "the communication probe's compute");
+        },
+        0);
+  };
+  std::vector<double> ratios;
+  for (int round = 0; round < kWarmup + kTimed; ++round) {
+    double alone = 0;
+    for (int i = 0; i < n; ++i) alone += run(comm.rank() == i) / n;
+    const double together = run(true);
+    if (round >= kWarmup) ratios.push_back(together / alone);
+  }
+  return median(ratios);
 }
 
 // The model flags of `c`, for the workers' command line.

@@ -70,10 +70,17 @@ TEST(TuningCli, RunBindsEachRankToCoresOfItsOwn) {
 }
 
 TEST(TuningCli, RunNeverOverridesWhatTheUserSet) {
-  const auto out = tpipe(std::string(kClean) + " OMP_NUM_THREADS=3 OPENBLAS_NUM_THREADS=2 GLIBC_TUNABLES=glibc.malloc.arena_max=1",
+  const auto out = tpipe(std::string(kClean) +
+                             " OMP_NUM_THREADS=3 OPENBLAS_NUM_THREADS=2 "
+                             "GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=65536",
                          kShow);
   ASSERT_EQ(out.status, 0) << out.text;
-  EXPECT_NE(out.text.find("[rank 1] omp=3 ob=2 tun=glibc.malloc.arena_max=1\n"), std::string::npos) << out.text;
+  // The user's tunables kept as they are; only the trim threshold their mmap threshold turns
+  // off is added.
+  EXPECT_NE(out.text.find("[rank 1] omp=3 ob=2 tun=glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=65536:"
+                          "glibc.malloc.trim_threshold=268435456\n"),
+            std::string::npos)
+      << out.text;
   // The kernel the user named is kept as well.
   const auto k = tpipe(std::string(kClean) + " OPENBLAS_CORETYPE=Haswell", "run -n 1 -- sh -c 'echo k=$OPENBLAS_CORETYPE'");
   EXPECT_NE(k.text.find("[rank 0] k=Haswell\n"), std::string::npos) << k.text;

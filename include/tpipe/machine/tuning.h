@@ -56,9 +56,17 @@ struct MachineFacts {
   bool glibc = true;             // malloc is glibc's (GLIBC_TUNABLES applies)
 };
 
-// What GLIBC_TUNABLES gets for the ranks (appended to the user's own tunables, unless those
-// already say something about malloc).
-constexpr const char* kMallocTunables = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456";
+// What GLIBC_TUNABLES gets for the ranks: each of these the user's own tunables do not name is
+// appended to them.
+struct MallocTunable {
+  const char* name;
+  const char* value;
+  const char* what;
+};
+constexpr MallocTunable kMallocTunables[] = {
+    {"glibc.malloc.mmap_threshold", "33554432", "mmap threshold"},
+    {"glibc.malloc.trim_threshold", "268435456", "trim threshold"},
+};
 
 struct RankTuning {
   std::vector<std::pair<std::string, std::string>> set;  // variables to set in every rank
