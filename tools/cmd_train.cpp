@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -158,6 +159,10 @@ int train_main(int argc, char** argv) {
   check_train_config(c);
   if (c.plan == "auto") {
     CharCorpus::load(c.data).check_fits(c.seq_len);
+    std::printf("tpipe train: plan auto: timing the model's layers, probing %d ranks and racing the closest "
+                "layouts (about a minute) ...\n",
+                c.stages * c.dp);
+    std::fflush(stdout);
     const std::string chose = apply_best_layout(c);
     std::printf("tpipe train: %s\n", chose.c_str());
     check_train_config(c);
