@@ -59,8 +59,8 @@ std::vector<double> run_race(const TrainConfig& c, std::vector<Layout>& layouts,
   const std::size_t n = race_field(layouts, entrants, margin);
   if (n < 2) return {};
   std::printf("\nracing the %zu layouts predicted within %g %% of the best with tpipe train, %d alternating rounds of "
-              "%d steps each (after 3 that warm up) ...\n",
-              n, 100 * margin, kRaceRounds, steps);
+              "%d steps each (after %d that warm up) ...\n",
+              n, 100 * margin, kRaceRounds, steps, kWarmupSteps);
   std::fflush(stdout);
   return race(c, layouts, entrants, margin, kRaceRounds, steps);
 }
@@ -162,12 +162,13 @@ int plan_main(int argc, char** argv) {
   app.add_option("--race-within", race_within, "percent of the best's prediction within which layouts race")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
-  app.add_option("--race-steps", race_steps, "timed steps of each race run (after 3 that warm up)")
+  const std::string warm = " (after " + std::to_string(kWarmupSteps) + " that warm up)";
+  app.add_option("--race-steps", race_steps, "timed steps of each race run" + warm)
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   app.add_option("--measure", steps, "also run the best and the default layout with tpipe train, in 3 alternating "
-                                     "rounds of this many timed steps (after 3 that warm up), and print their "
-                                     "measured step times (medians)")
+                                     "rounds of this many timed steps" + warm +
+                                     ", and print their measured step times (medians)")
       ->check(CLI::Range(1, 100000));
   bool probe_worker = false;
   app.add_flag("--probe-worker", probe_worker, "(internal) run one rank of the communication probe")->group("");
@@ -213,8 +214,8 @@ int plan_main(int argc, char** argv) {
   double best_s = 0, default_s = 0;
   if (steps > 0) {
     constexpr int kRounds = 3;
-    std::printf("\nmeasuring with tpipe train, %d alternating rounds of %d steps each (after 3 that warm up) ...\n",
-                kRounds, steps);
+    std::printf("\nmeasuring with tpipe train, %d alternating rounds of %d steps each (after %d that warm up) ...\n",
+                kRounds, steps, kWarmupSteps);
     const auto both = run_alternating(c, {layouts[0].flags(), fallback.flags()}, kRounds, steps);
     best_s = both[0];
     default_s = both[1];

@@ -24,12 +24,6 @@ std::string number(double x) {
   return s.str();
 }
 
-// Steps run before the timed ones. A layout is predicted as it trains for hundreds of steps, and
-// the first steps of a run are slower: on 4 ranks sharing 2 cores the second step took 1.3-2x the
-// later ones and the third and fourth up to 1.3x, which put the median of steps 2-8 6-10 % above
-// that of steps 5-30.
-constexpr int kWarmupSteps = 3;
-
 // Runs `flags` with tpipe train for kWarmupSteps + `steps` steps in `dir`; the times of the last
 // `steps`.
 std::vector<double> step_times(const TrainConfig& c, const std::string& flags, int steps, const std::string& dir) {

@@ -13,7 +13,13 @@
 
 namespace tpipe::cli {
 
-// Runs each layout (tpipe train flags) for `steps` timed steps, after 3 that warm up, in each of
+// Steps each run takes before the timed ones. A layout is predicted as it trains for hundreds of
+// steps, and the first steps of a run are slower: on 4 ranks sharing 2 cores the second step took
+// 1.3-2x the later ones and the third and fourth up to 1.3x, which put the median of steps 2-8
+// 6-10 % above that of steps 5-30.
+constexpr int kWarmupSteps = 3;
+
+// Runs each layout (tpipe train flags) for `steps` timed steps, after kWarmupSteps, in each of
 // `rounds` alternating rounds, in a temporary directory of this process's own; per layout, the
 // median of its timed steps over all rounds.
 std::vector<double> run_alternating(const TrainConfig& model, const std::vector<std::string>& flags, int rounds,
