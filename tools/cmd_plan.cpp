@@ -21,7 +21,6 @@
 #include "tpipe/models/gpt.h"
 #include "tpipe/plan.h"
 #include "tpipe/train/gpt_trainer.h"
-#include "tpipe/util/stats.h"
 
 namespace tpipe::cli {
 namespace {
@@ -62,7 +61,7 @@ std::vector<double> run_race(const TrainConfig& c, std::vector<Layout>& layouts,
               "%d steps each (after %d that warm up) ...\n",
               n, 100 * margin, kRaceRounds, steps, kWarmupSteps);
   std::fflush(stdout);
-  return race(c, layouts, entrants, margin, kRaceRounds, steps);
+  return race(c, layouts, n, kRaceRounds, steps);
 }
 
 // tpipe train's own layout on these ranks: every rank a stage, 1f1b, 4 micro-batches, uniform.
@@ -113,7 +112,7 @@ std::string apply_best_layout(TrainConfig& c) {
   request.optimizer_bytes_per_weight_byte = c.optimizer == "sgd" ? 0 : 2;
   profile_and_probe(c, 3, request);
   std::vector<Layout> layouts = plan_layouts(request);
-  const auto raced = race(c, layouts, kRaceEntrants, kRaceMargin, kRaceRounds, kRaceSteps);
+  const auto raced = race(c, layouts, race_field(layouts, kRaceEntrants, kRaceMargin), kRaceRounds, kRaceSteps);
   const Layout& best = layouts.front();
   c.stages = best.pp;
   c.dp = best.dp;

@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <iomanip>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -86,10 +84,7 @@ MessageTimes message_times(Communicator& comm, double bytes, int link) {
            }
            comm.wait_sends();
          }) / 2;
-  if (!sends.empty()) {
-    std::sort(sends.begin(), sends.end());
-    out.send_s = sends[sends.size() / 2];
-  }
+  out.send_s = median(sends);
   return out;
 }
 
@@ -136,19 +131,6 @@ double together_over_alone(Communicator& comm, ModelPiece& piece) {
     if (round >= kWarmup) ratios.push_back(together / alone);
   }
   return median(ratios);
-}
-
-// The model flags of `c`, for the workers' command line.
-std::vector<std::string> model_args(const TrainConfig& c) {
-  std::vector<std::string> args;
-  model_flags([&](const char* name, auto TrainConfig::*member, const char*) {
-    std::ostringstream value;
-    value << std::setprecision(17) << c.*member;
-    if (value.str().empty()) return;  // a default that is empty (--data: the built-in corpus)
-    args.push_back(name);
-    args.push_back(value.str());
-  });
-  return args;
 }
 
 }  // namespace

@@ -2,6 +2,11 @@
 // plan. `opt(name, &TrainConfig::member, help)` adds one; each command adds them its own way.
 #pragma once
 
+#include <iomanip>
+#include <sstream>
+#include <string>
+#include <vector>
+
 #include "tpipe/train/train_config.h"
 
 namespace tpipe::cli {
@@ -16,6 +21,20 @@ void model_flags(Opt&& opt) {
   opt("--microbatch-size", &TrainConfig::microbatch_size, "sequences per micro-batch");
   opt("--dropout", &TrainConfig::dropout, "dropout probability (embeddings, attention, residual branches)");
   opt("--data", &TrainConfig::data, "train on this text file instead of the King James Bible");
+}
+
+// The model flags of `c` as command-line arguments ("--layers", "4", ...), for the processes a
+// command starts; a flag whose value is empty (--data: the built-in corpus) is left out.
+inline std::vector<std::string> model_args(const TrainConfig& c) {
+  std::vector<std::string> args;
+  model_flags([&](const char* name, auto TrainConfig::*member, const char*) {
+    std::ostringstream value;
+    value << std::setprecision(17) << c.*member;
+    if (value.str().empty()) return;
+    args.push_back(name);
+    args.push_back(value.str());
+  });
+  return args;
 }
 
 // How it is cut and scheduled.

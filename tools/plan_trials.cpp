@@ -12,16 +12,28 @@
 
 #include <unistd.h>
 
+#include "model_flags.h"
 #include "tpipe/error.h"
 #include "tpipe/util/stats.h"
 
 namespace tpipe::cli {
 namespace {
 
-std::string number(double x) {
-  std::ostringstream s;
-  s << std::setprecision(17) << x;
-  return s.str();
+// `arg` as one word for the shell.
+std::string quoted(const std::string& arg) {
+  std::string q = "'";
+  for (char ch : arg) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return q + "'";
+}
+
+// The model and training flags of `c`: the layout's flags carry the micro-batch size.
+std::string model_words(const TrainConfig& c) {
+  std::ostringstream words;
+  const auto args = model_args(c);
+  for (std::size_t i = 0; i + 1 < args.size(); i += 2)
+    if (args[i] != "--microbatch-size") words << ' ' << args[i] << ' ' << quoted(args[i + 1]);
+  words << " --optimizer " << quoted(c.optimizer) << " --clip " << std::setprecision(17) << c.clip;
+  return words.str();
 }
 
 // Runs `flags` with tpipe train for kWarmupSteps + `steps` steps in `dir`; the times of the last
@@ -31,14 +43,9 @@ std::vector<double> step_times(const TrainConfig& c, const std::string& flags, i
   std::filesystem::remove_all(dir);
   // The shell runs the command: name this program by its path, not /proc/self/exe.
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  const std::string cmd = "'" + self + "' train " + flags + " --layers " + std::to_string(c.layers) + " --dim " +
-                          std::to_string(c.dim) + " --heads " + std::to_string(c.heads) + " --seq-len " +
-                          std::to_string(c.seq_len) + (c.data.empty() ? "" : " --data '" + c.data + "'") +
-                          " --optimizer " + c.optimizer + " --clip " + number(c.clip) + " --dropout " +
-                          number(c.dropout) +
-                          " --steps " + total + " --eval-every " + total +
-                          " --sample-chars 0 --checkpoints - --trace - --timeline - --out " + dir + " >" + dir +
-                          ".log 2>&1";
+  const std::string cmd = quoted(self) + " train " + flags + model_words(c) + " --steps " + total +
+                          " --eval-every " + total + " --sample-chars 0 --checkpoints - --trace - --timeline - --out " +
+                          quoted(dir) + " >" + quoted(dir + ".log") + " 2>&1";
   std::filesystem::create_directories(dir);
   if (std::system(cmd.c_str()) != 0) throw Error("tpipe train " + flags + " failed; see " + dir + ".log");
   std::vector<double> times;
@@ -76,9 +83,8 @@ std::size_t race_field(const std::vector<Layout>& ranked, int entrants, double m
   return n;
 }
 
-std::vector<double> race(const TrainConfig& model, std::vector<Layout>& ranked, int entrants, double margin,
-                         int rounds, int steps) {
-  const std::size_t n = race_field(ranked, entrants, margin);
+std::vector<double> race(const TrainConfig& model, std::vector<Layout>& ranked, std::size_t n, int rounds,
+                         int steps) {
   if (n < 2) return {};
   std::vector<std::string> flags;
   for (std::size_t i = 0; i < n; ++i) flags.push_back(ranked[i].flags());

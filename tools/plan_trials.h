@@ -29,11 +29,10 @@ std::vector<double> run_alternating(const TrainConfig& model, const std::vector<
 // `margin` (0.1: 10 %) of the first.
 std::size_t race_field(const std::vector<Layout>& ranked, int entrants, double margin);
 
-// The race: the layouts among the first `entrants` of `ranked` (best first) that fit and whose
-// predicted step is within `margin` (0.1: 10 %) of the first's, run with run_alternating. The
-// measured fastest is moved to the front of `ranked`. Returns each entrant's measured seconds in
-// `ranked`'s new order (empty when fewer than two qualify: nothing is run).
-std::vector<double> race(const TrainConfig& model, std::vector<Layout>& ranked, int entrants, double margin,
-                         int rounds, int steps);
+// The race: the first `n` layouts of `ranked` (best first; race_field says how many), run with
+// run_alternating. The measured fastest is moved to the front of `ranked`. Returns each entrant's
+// measured seconds in `ranked`'s new order (empty when n < 2: nothing is run).
+std::vector<double> race(const TrainConfig& model, std::vector<Layout>& ranked, std::size_t n, int rounds,
+                         int steps);
 
 }  // namespace tpipe::cli
