@@ -1,6 +1,8 @@
 // The B/W split of a backward (see split_backward.h).
 #include "split_backward.h"
 
+#include "direct_weights.h"
+
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function.h>
@@ -38,28 +40,6 @@ struct Capture : torch::autograd::FunctionPreHook {
   std::shared_ptr<variable_list> into_;
 };
 
-// Every node reachable from `starts`, children before parents.
-std::vector<Node*> post_order(const std::vector<Node*>& starts) {
-  std::vector<Node*> order;
-  std::unordered_set<Node*> seen;
-  std::vector<std::pair<Node*, std::size_t>> stack;
-  for (Node* s : starts) {
-    if (!s || !seen.insert(s).second) continue;
-    stack.emplace_back(s, 0);
-    while (!stack.empty()) {
-      auto& [n, i] = stack.back();
-      if (i < n->next_edges().size()) {
-        Node* child = n->next_edges()[i++].function.get();
-        if (child && seen.insert(child).second) stack.emplace_back(child, 0);
-        continue;
-      }
-      order.push_back(n);
-      stack.pop_back();
-    }
-  }
-  return order;
-}
-
 std::shared_ptr<Node> accumulator(const at::Tensor& t) { return torch::autograd::impl::try_get_grad_accumulator(t); }
 
 }  // namespace
@@ -91,6 +71,11 @@ SplitBackward::SplitBackward(const std::vector<at::Tensor>& roots, const std::ve
     all_in_w_ = split_ = true;
     return;
   }
+  // The Linear layers on the path: B records what flows into them, W accumulates their weights.
+  std::vector<Node*> on_path;
+  for (Node* n : order)
+    if (path.count(n)) on_path.push_back(n);
+  direct_ = std::make_unique<DirectWeights>(on_path, DirectWeights::When::Later);
   // The weights below each path node, through nodes off the path.
   std::map<Node*, int> owners;  // weight accumulator -> how many path nodes reach it
   for (Node* n : order) {
@@ -112,7 +97,9 @@ SplitBackward::SplitBackward(const std::vector<at::Tensor>& roots, const std::ve
   for (const auto& [acc, count] : owners) split_ = split_ && count == 1;
   if (!split_) {  // a weight used twice on this stage: no split, B does it all
     groups_.clear();
-    torch::autograd::backward(roots, seeds);
+    direct_->accumulate_immediately();
+    direct_.reset();
+    backward_direct(roots, seeds);
     return;
   }
   for (auto& g : groups_) g->node->add_pre_hook(std::make_unique<Capture>(g->grads));
@@ -124,8 +111,9 @@ SplitBackward::~SplitBackward() = default;
 void SplitBackward::weights() {
   if (!split_) return;
   if (all_in_w_) {
-    torch::autograd::backward(roots_, seeds_);
+    backward_direct(roots_, seeds_);
   } else {
+    direct_->accumulate();
     auto& engine = torch::autograd::Engine::get_default_engine();
     for (auto& g : groups_) {
       std::vector<Edge> roots;
@@ -140,6 +128,7 @@ void SplitBackward::weights() {
     }
   }
   groups_.clear();
+  direct_.reset();
   roots_.clear();
   seeds_.clear();
   split_ = false;

@@ -16,6 +16,9 @@
 // A graph where one weight hangs below two such nodes (a weight used twice on the stage) would
 // be counted twice that way: it is not split; B then runs the whole backward and W nothing.
 // A stage whose inputs need no gradient (the first) does nothing in B and everything in W.
+//
+// The Linear layers of the path are not restarted in W: B records the gradient flowing into them
+// and W accumulates their weights' gradients directly (direct_weights.h), as every backward does.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -24,6 +27,8 @@
 #include <vector>
 
 namespace tpipe {
+
+class DirectWeights;
 
 class SplitBackward {
  public:
@@ -44,6 +49,7 @@ class SplitBackward {
   struct Group;
   std::vector<at::Tensor> roots_, seeds_;
   std::vector<std::unique_ptr<Group>> groups_;
+  std::unique_ptr<DirectWeights> direct_;  // the Linear layers of the activation path
   bool split_ = false;
   bool all_in_w_ = false;
 };

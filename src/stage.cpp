@@ -6,6 +6,7 @@
 #include <set>
 
 #include "rng_state.h"
+#include "direct_weights.h"
 #include "split_backward.h"
 #include "tpipe/comm/wire.h"
 
@@ -126,7 +127,7 @@ Payload Stage::backward(int mb, const Payload& output_grads, const Where& where,
     auto work = std::make_shared<SplitBackward>(roots, seeds, inputs, parameters());
     pending_w_[mb] = Pending{s, std::move(work)};
   } else if (!roots.empty()) {
-    torch::autograd::backward(roots, seeds);
+    backward_direct(roots, seeds);
   }
 
   Payload input_grads;
