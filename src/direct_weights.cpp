@@ -129,6 +129,7 @@ DirectWeights::DirectWeights(const std::vector<Node*>& nodes, When when) {
     if (!l->weight.defined()) continue;
     if (bias_edge >= 0) l->bias = plain_leaf(n->next_edge(bias_edge));
     l->node = n;
+    if (!l->input().defined()) continue;  // the node did not keep x (the weight needed no gradient then)
     l->immediate = when == When::Immediately;
     // Emptied in place: set_next_edge refuses a node that has parents (removing a child keeps
     // the node's topological number valid).
