@@ -12,7 +12,7 @@ double steady_us() {
   return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-constexpr int kPings = 8;
+constexpr int kPings = 16;
 
 }  // namespace
 
@@ -47,6 +47,7 @@ void Recorder::sync_clocks(Communicator& comm) {
     if (t2 - t1 < best_rtt) {
       best_rtt = t2 - t1;
       offset_us_ = t0 + (t2 - t1) / 2 - t2;
+      clock_error_us_ = (t2 - t1) / 2;
       epoch_us_ = p[0][1].item<double>();
     }
   }
@@ -92,7 +93,9 @@ trace::StepTrace Recorder::gather(Communicator& comm, std::int64_t step, const s
   };
   trace::StepTrace t;
   if (comm.rank() != 0) {
-    comm.send(pack(events_), 0, wire::Kind::Trace, 0, 0, -1, here);
+    Payload mine = pack(events_);
+    mine.push_back(at::full({1}, clock_error_us_, at::kDouble));
+    comm.send(mine, 0, wire::Kind::Trace, 0, 0, -1, here);
     comm.wait_sends();
     events_.clear();
     return t;
@@ -106,8 +109,10 @@ trace::StepTrace Recorder::gather(Communicator& comm, std::int64_t step, const s
   // each message waits for its sender to get a core).
   std::vector<std::shared_ptr<Communicator::PendingRecv>> pending;
   for (int r = 1; r < comm.world_size(); ++r) pending.push_back(comm.post_recv(r, wire::Kind::Trace, 0));
-  for (auto& one : pending) {
-    const Payload p = comm.wait_recv(*one, here);
+  for (std::size_t k = 0; k < pending.size(); ++k) {
+    const Payload p = comm.wait_recv(*pending[k], here);
+    const std::size_t sender = k + 1;
+    if (sender < t.ranks.size() && p.size() > 2) t.ranks[sender].clock_error_us = p[2][0].item<double>();
     auto da = p[0].accessor<double, 2>();
     auto na = p[1].accessor<std::int64_t, 2>();
     for (std::int64_t i = 0; i < p[0].size(0); ++i)

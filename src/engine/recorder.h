@@ -38,6 +38,7 @@ class Recorder {
   bool on_ = false;
   bool synced_ = false;
   double offset_us_ = 0;  // add to the local clock to get rank 0's
+  double clock_error_us_ = 0;  // how far offset_us_ may be off (half the best round trip)
   double epoch_us_ = 0;   // rank 0's clock at start-up
   double start_ = 0;
   std::vector<trace::Event> events_;

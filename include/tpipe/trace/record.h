@@ -34,6 +34,9 @@ struct RankInfo {
   int rank = 0;
   std::vector<int> stages;  // this rank's stages, ascending (several with virtual stages)
   int replica = 0;
+  // How far this rank's times may be off rank 0's: half the shortest round trip of the clock
+  // sync (0 on rank 0). A loaded machine stretches it from microseconds to milliseconds.
+  double clock_error_us = 0;
 };
 
 // "stage 1", or "stages 0,3" for a rank holding several.
