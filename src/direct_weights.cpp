@@ -107,15 +107,13 @@ at::Tensor transposed_leaf(const Edge& e) {
   return w.defined() && w.dim() == 2 ? w : at::Tensor();
 }
 
-bool is_one(const at::Scalar& s) { return s.isIntegral(false) ? s.toLong() == 1 : s.toDouble() == 1.0; }
-
 }  // namespace
 
 DirectWeights::DirectWeights(const std::vector<Node*>& nodes, When when) {
   for (Node* n : nodes) {
     int weight_edge = -1, bias_edge = -1;
     if (auto* a = dynamic_cast<generated::AddmmBackward0*>(n)) {
-      if (!is_one(a->alpha) || !is_one(a->beta) || n->next_edges().size() != 3) continue;
+      if (!a->alpha.equal(1) || !a->beta.equal(1) || n->next_edges().size() != 3) continue;
       weight_edge = 2;
       bias_edge = 0;
     } else if (dynamic_cast<generated::MmBackward0*>(n)) {
@@ -128,8 +126,7 @@ DirectWeights::DirectWeights(const std::vector<Node*>& nodes, When when) {
     l->weight = transposed_leaf(n->next_edge(weight_edge));
     if (!l->weight.defined()) continue;
     if (bias_edge >= 0) l->bias = plain_leaf(n->next_edge(bias_edge));
-    l->node = n;
-    if (!l->input().defined()) continue;  // the node did not keep x (the weight needed no gradient then)
+    l->node = n;  // it kept x: the weight edge exists only where the weight needed a gradient
     l->immediate = when == When::Immediately;
     // Emptied in place: set_next_edge refuses a node that has parents (removing a child keeps
     // the node's topological number valid).

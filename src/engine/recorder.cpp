@@ -111,8 +111,7 @@ trace::StepTrace Recorder::gather(Communicator& comm, std::int64_t step, const s
   for (int r = 1; r < comm.world_size(); ++r) pending.push_back(comm.post_recv(r, wire::Kind::Trace, 0));
   for (std::size_t k = 0; k < pending.size(); ++k) {
     const Payload p = comm.wait_recv(*pending[k], here);
-    const std::size_t sender = k + 1;
-    if (sender < t.ranks.size() && p.size() > 2) t.ranks[sender].clock_error_us = p[2][0].item<double>();
+    t.ranks.at(k + 1).clock_error_us = p.at(2)[0].item<double>();
     auto da = p[0].accessor<double, 2>();
     auto na = p[1].accessor<std::int64_t, 2>();
     for (std::int64_t i = 0; i < p[0].size(0); ++i)
