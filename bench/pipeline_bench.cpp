@@ -97,8 +97,10 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
       {"tpipe zb-h1, pp=2", run2 + self + " --mode pipe --schedule zb-h1" + common, 2},
       {"tpipe interleaved-1f1b, pp=2 x 2 chunks", run2 + self + " --mode pipe --schedule interleaved-1f1b" + common, 2},
       {"tpipe zb-v, pp=2 x 2 chunks", run2 + self + " --mode pipe --schedule zb-v" + common, 2},
+      {"tpipe 1f1b over Gloo's sockets, pp=2",
+       "env TPIPE_TRANSPORT=gloo " + run2 + self + " --mode pipe --schedule 1f1b" + common, 2},
   };
-  const std::size_t first_tpipe = 3, tpipe_rows = 5;
+  const std::size_t first_tpipe = 3, tpipe_rows = 6;
   const std::string py = python + " " + peers + " --steps " + std::to_string(w.steps) + " --batch " +
                          std::to_string(w.batch);
   if (have_torch) {
@@ -179,10 +181,12 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
               peak, doctor["kernel"].get<std::string>().c_str());
 
   for (std::size_t i = first_tpipe; i < first_tpipe + tpipe_rows; ++i) {
-    std::printf("%s: %.0f messages a step; bubble measured %.1f%%, simulated from the same step's action costs and a "
+    std::printf("%s: %.0f messages a step through %s; bubble measured %.1f%%, simulated from the same step's action costs and a "
                 "message latency of %.2f ms: %.1f%%; the actions of all ranks span %.0f ms of the step's %.0f ms; "
                 "recording costs %.2f%% of a step\n",
-                cs[i].label.c_str(), report_median(cs[i], "messages"), 100 * report_median(cs[i], "bubble_measured"),
+                cs[i].label.c_str(), report_median(cs[i], "messages"),
+                cs[i].reports.empty() ? "?" : cs[i].reports.front().value("transport", "?").c_str(),
+                100 * report_median(cs[i], "bubble_measured"),
                 report_median(cs[i], "comm_ms"),
                 100 * report_median(cs[i], "bubble_predicted"), report_median(cs[i], "traced_ms"),
                 report_median(cs[i], "step_ms"), 100 * report_median(cs[i], "record_cost"));

@@ -176,8 +176,10 @@ nlohmann::json run_pipe(const Workload& w, const std::string& schedule, int dp, 
   int messages = 0;  // point-to-point messages of one step, all ranks of a replica
   for (const auto& list : engine.schedule().ranks)
     for (const auto& a : list) messages += a.op == tpipe::Op::SendAct || a.op == tpipe::Op::SendGrad;
-  nlohmann::json out{{"step_s", step}, {"peak_bytes", peak}, {"reduce_s", reduce}, {"rank", comm->rank()},
-                     {"messages", messages}};
+  bool shm = false;
+  for (int q = 0; q < comm->world_size(); ++q) shm = shm || (q != comm->rank() && comm->shares_memory_with(q));
+  nlohmann::json out{{"step_s", step},         {"peak_bytes", peak}, {"reduce_s", reduce}, {"rank", comm->rank()},
+                     {"messages", messages}, {"transport", shm ? "shared memory" : "Gloo's sockets"}};
   // Recorded steps, analysed on rank 0 (recording is off in the timed steps above).
   engine.set_recording(true);
   std::vector<double> measured, predicted, comm_ms, cost, traced, stepped;

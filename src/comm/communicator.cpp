@@ -78,6 +78,11 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
   // are: a rank that failed right after it would break the peer's rendezvous. The barrier ends
   // construction everywhere before any rank goes on.
   impl_->wait(*impl_->pg->barrier(), Where{rank}, "rendezvous barrier", -1);
+  try {
+    impl_->connect_shm(options);
+  } catch (const std::exception& e) {
+    throw CommError(Where{rank}.prefix() + "pairing up with the ranks on this host failed: " + first_line(e.what()));
+  }
   std::vector<int> all(world_size);
   for (int r = 0; r < world_size; ++r) all[r] = r;
   try {  // from_env put every rank's host in the store
@@ -89,6 +94,14 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
 
 std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options) {
   const RankEnv e = rank_env(process_env());
+  CommOptions opts = options;
+  if (const auto t = process_env()("TPIPE_TRANSPORT")) {
+    if (*t == "gloo")
+      opts.shared_memory = false;
+    else if (*t != "auto" && !t->empty())
+      throw ConfigError(Where{e.rank}.prefix() + "TPIPE_TRANSPORT is '" + *t +
+                        "': it is 'auto' (shared memory between ranks of one host) or 'gloo'");
+  }
   const int rank = e.rank, world = e.world_size, port = e.master_port;
   const std::string& addr = e.master_addr;
   c10d::TCPStoreOptions so;
@@ -121,7 +134,7 @@ std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options)
     throw CommError(Where{rank}.prefix() + "the rendezvous at " + addr + ":" + std::to_string(port) +
                     " went away (rank 0, which holds it, failed or ended): " + first_line(x.what()));
   }
-  return std::make_unique<Communicator>(rank, world, store, options, host);
+  return std::make_unique<Communicator>(rank, world, store, opts, host);
 }
 
 Communicator::~Communicator() {
@@ -132,6 +145,7 @@ Communicator::~Communicator() {
   impl_->stopper.stop();
   impl_->recv_lanes.clear();
   impl_->send_lanes.clear();
+  impl_->shm_peers.clear();  // closed: a peer waiting on this rank's messages fails at once
   impl_->world_group.reset();
   impl_->pg.reset();
   impl_->in_flight.clear();

@@ -7,6 +7,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 
 #include "group_impl.h"
 #include "lane.h"
+#include "shm_pair.h"
 #include "tpipe/comm/communicator.h"
 
 namespace tpipe {
@@ -35,6 +37,7 @@ struct Communicator::PendingRecv {
   at::Tensor predicted_header;  // the channel's last header, undefined when nothing was predicted
   Payload predicted;
   std::vector<c10::intrusive_ptr<c10d::Work>> predicted_works;
+  bool shm = false;  // from a peer on this host: read from shared memory by wait_recv
 
   std::mutex mu;
   std::condition_variable cv;
@@ -58,6 +61,16 @@ struct PendingSend {
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   int dst;
   Where where;
+};
+
+// A peer on this host, reached through shared memory (shm_messages.cpp).
+struct ShmPeer {
+  std::unique_ptr<ShmPair> pair;
+  std::mutex read_mu;  // one reader at a time
+  // Messages read while looking for another one, by (kind, mb, link), oldest first.
+  std::map<std::tuple<wire::Kind, int, int>, std::deque<Payload>> early;
+  std::string broken;  // a failed read leaves the stream mid-message: every later read fails so
+  int queued = 0;      // sends waiting on the send lane for room (guarded by Impl::sends_mu)
 };
 
 }  // namespace detail
@@ -85,6 +98,18 @@ struct Communicator::Impl {
   std::map<detail::Channel, at::Tensor> sent_last;
   std::mutex recv_last_mu;
   std::map<detail::Channel, at::Tensor> recv_last;
+
+  // Peers on this host whose messages go through shared memory, by rank.
+  std::map<int, std::unique_ptr<detail::ShmPeer>> shm_peers;
+  detail::ShmPeer* shm_peer(int rank) {
+    auto it = shm_peers.find(rank);
+    return it == shm_peers.end() ? nullptr : it->second.get();
+  }
+  // At construction: pairs up with every peer on this host that also wants shared memory.
+  void connect_shm(const CommOptions& options);
+  void shm_send(detail::ShmPeer& peer, const at::Tensor& header, const Payload& p, int dst, int link,
+                const Where& where);
+  Payload shm_receive(detail::ShmPeer& peer, PendingRecv& r, const Where& where);
 
   void wait(c10d::Work& w, const Where& where, const std::string& what, int peer) {
     detail::wait_work(w, timeout, where, what, peer);

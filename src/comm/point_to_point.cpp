@@ -1,6 +1,7 @@
-// Point-to-point messages of the Communicator (see communicator.h): receives whose data is
-// fetched by a lane as soon as the header says what it is (or posted with the header when the
-// channel's last message predicts the shapes), and sends released as soon as the peer has them.
+// Point-to-point messages of the Communicator (see communicator.h) through Gloo: receives whose
+// data is fetched by a lane as soon as the header says what it is (or posted with the header when
+// the channel's last message predicts the shapes), and sends released as soon as the peer has
+// them. Peers on this host are reached through shared memory instead (shm_messages.cpp).
 #include "communicator_impl.h"
 #include "tpipe/memory.h"
 
@@ -12,6 +13,10 @@ std::shared_ptr<Communicator::PendingRecv> Communicator::post_recv(int src, wire
   r->kind = kind;
   r->mb = mb;
   r->link = link;
+  if (impl_->shm_peer(src)) {  // nothing to post: wait_recv reads it from shared memory
+    r->shm = true;
+    return r;
+  }
   r->header = {wire::empty_header()};
   r->header_work = impl_->pg->recv(r->header, src, wire::header_tag(kind, mb, link));
   if (detail::predictable(kind)) {
@@ -86,6 +91,7 @@ void Communicator::Impl::fetch(PendingRecv& r) {
 }
 
 Payload Communicator::wait_recv(PendingRecv& r, const Where& where) {
+  if (r.shm) return impl_->shm_receive(*impl_->shm_peer(r.src), r, where);
   std::unique_lock<std::mutex> lock(r.mu);
   // The lane's own waits are bounded by the timeout (header, then data); this bound only guards
   // against a lane that never reports.
@@ -103,6 +109,8 @@ void Communicator::send(const Payload& p, int dst, wire::Kind kind, int mb, int 
     std::lock_guard<std::mutex> lock(impl_->sends_mu);
     if (!impl_->send_error.empty()) throw CommError(impl_->send_error);
   }
+  const at::Tensor header = wire::encode(wire::describe(p, kind, mb, sender_stage));
+  if (auto* peer = impl_->shm_peer(dst)) return impl_->shm_send(*peer, header, p, dst, link, where);
   auto s = std::make_shared<detail::PendingSend>();
   s->dst = dst;
   s->where = where;
@@ -110,7 +118,6 @@ void Communicator::send(const Payload& p, int dst, wire::Kind kind, int mb, int 
     s->tensors.push_back({std::move(t)});
     s->works.push_back(impl_->pg->send(s->tensors.back(), dst, tag));
   };
-  const at::Tensor header = wire::encode(wire::describe(p, kind, mb, sender_stage));
   post(header, wire::header_tag(kind, mb, link));
   // What the receiver predicted: this channel's last header. When the shapes changed, its
   // predicted receives get stand-ins of the old shapes and the data goes on the other tags.

@@ -79,8 +79,9 @@ std::size_t segment_bytes(std::size_t ring_bytes) { return kDataAt + 2 * ring_by
 
 }  // namespace
 
-ShmPair::ShmPair(void* base, std::size_t bytes, int side, std::string name)
-    : base_(base), bytes_(bytes), ring_bytes_((bytes - kDataAt) / 2), side_(side), name_(std::move(name)) {
+ShmPair::ShmPair(int fd, void* base, std::size_t bytes, int side, std::string name)
+    : fd_(fd),
+      base_(base), bytes_(bytes), ring_bytes_((bytes - kDataAt) / 2), side_(side), name_(std::move(name)) {
   static_assert(sizeof(Control) <= kRingsAt && 2 * sizeof(Ring) <= kDataAt - kRingsAt);
   static_cast<Control*>(base_)->pid[side_].store(static_cast<std::int32_t>(getpid()));
 }
@@ -96,15 +97,14 @@ std::unique_ptr<ShmPair> ShmPair::create(const std::string& name, std::size_t ri
     throw std::runtime_error(system_error(what + " of " + std::to_string(bytes >> 20) + " MiB in /dev/shm", err));
   };
   if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) fail("sizing shared memory", errno);
-  if (const int err = posix_fallocate(fd, 0, static_cast<off_t>(bytes)); err != 0) fail("reserving shared memory", err);
+  if (const int err = posix_fallocate(fd, 0, kDataAt); err != 0) fail("reserving shared memory", err);
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) fail("mapping shared memory", errno);
-  ::close(fd);
   auto* c = static_cast<Control*>(base);
   c->ring_bytes = ring_bytes;
   std::atomic_thread_fence(std::memory_order_seq_cst);
   c->magic = kMagic;
-  return std::unique_ptr<ShmPair>(new ShmPair(base, bytes, 0, name));
+  return std::unique_ptr<ShmPair>(new ShmPair(fd, base, bytes, 0, name));
 }
 
 std::unique_ptr<ShmPair> ShmPair::open(const std::string& name) {
@@ -118,20 +118,24 @@ std::unique_ptr<ShmPair> ShmPair::open(const std::string& name) {
   const auto bytes = static_cast<std::size_t>(st.st_size);
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int err = errno;
-  ::close(fd);
-  if (base == MAP_FAILED) throw std::runtime_error(system_error("mapping shared memory " + name, err));
+  if (base == MAP_FAILED) {
+    ::close(fd);
+    throw std::runtime_error(system_error("mapping shared memory " + name, err));
+  }
   const auto* c = static_cast<const Control*>(base);
   if (c->magic != kMagic || segment_bytes(c->ring_bytes) != bytes) {
     munmap(base, bytes);
+    ::close(fd);
     throw std::runtime_error("shared memory " + name + " is not a tpipe segment");
   }
-  return std::unique_ptr<ShmPair>(new ShmPair(base, bytes, 1, name));
+  return std::unique_ptr<ShmPair>(new ShmPair(fd, base, bytes, 1, name));
 }
 
 ShmPair::~ShmPair() {
   close();
   unlink();
   munmap(base_, bytes_);
+  ::close(fd_);
 }
 
 void ShmPair::unlink() {
@@ -186,6 +190,14 @@ void ShmPair::wait(Ring& ring, bool for_data, const std::function<bool()>& ready
 }
 
 void ShmPair::write(const void* data, std::size_t n, const WaitLimit& limit) {
+  if (!reserved_) {
+    const auto at = static_cast<off_t>(kDataAt + static_cast<std::size_t>(side_) * ring_bytes_);
+    if (const int err = posix_fallocate(fd_, at, static_cast<off_t>(ring_bytes_)); err != 0)
+      throw std::runtime_error(system_error("reserving " + std::to_string(ring_bytes_ >> 20) +
+                                                " MiB of /dev/shm for messages to a rank on this host",
+                                            err));
+    reserved_ = true;
+  }
   Ring& r = out();
   char* ring = static_cast<char*>(base_) + kDataAt + static_cast<std::size_t>(side_) * ring_bytes_;
   const char* from = static_cast<const char*>(data);

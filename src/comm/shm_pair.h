@@ -33,9 +33,10 @@ struct WaitLimit {
 
 class ShmPair {
  public:
-  // side 0 creates the segment (of two rings of `ring_bytes`, its pages reserved so that a full
-  // /dev/shm fails here rather than with SIGBUS later), side 1 opens it. Both throw
-  // std::runtime_error with the system's reason.
+  // side 0 creates the segment (of two rings of `ring_bytes`), side 1 opens it. Both throw
+  // std::runtime_error with the system's reason. A ring's pages are reserved by its writer at its
+  // first write (a pair that never talks costs no memory), so that a full /dev/shm fails there,
+  // with that reason, rather than with SIGBUS.
   static std::unique_ptr<ShmPair> create(const std::string& name, std::size_t ring_bytes);
   static std::unique_ptr<ShmPair> open(const std::string& name);
   ~ShmPair();  // closes this side (the peer's waits end at once) and unmaps
@@ -59,12 +60,14 @@ class ShmPair {
  private:
   struct Control;
   struct Ring;
-  ShmPair(void* base, std::size_t bytes, int side, std::string name);
+  ShmPair(int fd, void* base, std::size_t bytes, int side, std::string name);
   Ring& out() const;
   Ring& in() const;
   // Sleeps until `ready()` or a limit; `word` is the futex the other side bumps.
   void wait(Ring& ring, bool for_data, const std::function<bool()>& ready, const WaitLimit& limit) const;
 
+  int fd_;
+  bool reserved_ = false;
   void* base_;
   std::size_t bytes_;
   std::size_t ring_bytes_;

@@ -21,12 +21,20 @@ bool timed_out(const std::string& message) {
          message.find("Application timeout") != std::string::npos;
 }
 
-// Why a wait failed: a silent peer, or a reset or closed connection for one that died.
-std::string explain(const std::string& gloo_message, int peer, std::chrono::milliseconds timeout) {
-  if (timed_out(gloo_message))
+}  // namespace
+
+std::string lost_peer_reason(bool silent, int peer, std::chrono::milliseconds timeout) {
+  if (silent)
     return (peer >= 0 ? peer_silent_text(peer) : "a peer rank sent nothing for ") + seconds(timeout) +
            " (hung, or its schedule does not match this one); the timeout is set by CommOptions::timeout";
   return peer >= 0 ? peer_closed_text(peer) : "a peer rank closed the connection (it died or failed)";
+}
+
+namespace {
+
+// Why a wait failed: a silent peer, or a reset or closed connection for one that died.
+std::string explain(const std::string& gloo_message, int peer, std::chrono::milliseconds timeout) {
+  return lost_peer_reason(timed_out(gloo_message), peer, timeout);
 }
 
 }  // namespace

@@ -11,6 +11,10 @@
 
 namespace tpipe::detail {
 
+// Why a peer was lost: it sent nothing for `timeout` (silent), or it closed the connection (it
+// died or failed). peer -1: unknown.
+std::string lost_peer_reason(bool silent, int peer, std::chrono::milliseconds timeout);
+
 // "receiving ... failed: rank 2 closed the connection (it died or failed) [gloo: ...]".
 std::string failure_text(const std::string& what, const std::string& gloo_message, int peer,
                          std::chrono::milliseconds timeout);

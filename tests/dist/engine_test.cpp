@@ -54,17 +54,21 @@ TEST(Engine, MessagesArriveWhenShapesChangeFromStepToStep) {
     for (auto& spec : fidelity_layers()) x = spec.factory()->forward(x);
     want.push_back(x);
   }
-  expect_ranks_ok(3, [&](Communicator& comm) {
-    PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, options("1f1b", 4));
-    for (std::size_t i = 0; i < batches.size(); ++i) {
-      const int b = batches[i];
-      const auto r = e.eval_batch(e.is_first_stage() ? fidelity_inputs(b, b) : Payload{});
-      if (!e.is_last_stage()) continue;
-      ASSERT_EQ(r.outputs[0].size(0), b) << "call " << i;
-      EXPECT_LE((r.outputs[0] - want[i][0]).abs().max().item<double>(), 1e-13) << "call " << i << ", batch " << b;
-      EXPECT_TRUE(torch::equal(r.outputs[1], want[i][1])) << "call " << i;
-    }
-  });
+  for (const bool shm : {true, false}) {  // shared memory, and Gloo (whose receives predict shapes)
+    CommOptions co;
+    co.shared_memory = shm;
+    expect_ranks_ok(3, [&](Communicator& comm) {
+      PipelineEngine e(fidelity_layers(), fidelity_loss(), fidelity_optimizer(), comm, options("1f1b", 4));
+      for (std::size_t i = 0; i < batches.size(); ++i) {
+        const int b = batches[i];
+        const auto r = e.eval_batch(e.is_first_stage() ? fidelity_inputs(b, b) : Payload{});
+        if (!e.is_last_stage()) continue;
+        ASSERT_EQ(r.outputs[0].size(0), b) << "call " << i << (shm ? ", shm" : ", gloo");
+        EXPECT_LE((r.outputs[0] - want[i][0]).abs().max().item<double>(), 1e-13) << "call " << i << ", batch " << b;
+        EXPECT_TRUE(torch::equal(r.outputs[1], want[i][1])) << "call " << i;
+      }
+    }, co);
+  }
 }
 
 // With 8 equal micro-batches on 4 stages, stage 0 stashes all 8 under GPipe and 4 under 1F1B.

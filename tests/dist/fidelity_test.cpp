@@ -29,11 +29,12 @@ struct Case {
   int microbatches;
   int chunks = 0;  // stages per rank; 0: the schedule's own
   std::string checkpoint = "never";
+  bool gloo = false;  // point-to-point through Gloo even between ranks of one host
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.schedule << " pp=" << c.pp << " dp=" << c.dp << " m=" << c.microbatches << " v=" << c.chunks
-      << " checkpoint=" << c.checkpoint;
+      << " checkpoint=" << c.checkpoint << (c.gloo ? " gloo" : "");
 }
 
 EngineOptions options_of(const Case& c) {
@@ -53,7 +54,7 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   std::replace(schedule.begin(), schedule.end(), '-', '_');  // test names allow letters, digits, '_'
   return schedule + "_p" + std::to_string(c.pp) + (c.chunks > 0 ? "_v" + std::to_string(c.chunks) : "") +
          (c.dp > 1 ? "_dp" + std::to_string(c.dp) : "") + "_m" + std::to_string(c.microbatches) +
-         (c.checkpoint != "never" ? "_" + c.checkpoint : "");
+         (c.checkpoint != "never" ? "_" + c.checkpoint : "") + (c.gloo ? "_gloo" : "");
 }
 
 // Runs `model` pipelined on pp x dp thread ranks and checks every rank against the reference;
@@ -62,6 +63,8 @@ void expect_equal_to_single_process(const ModelDef& model, const Case& c, int ba
                                     const Trace& ref) {
   std::mutex mu;
   std::set<std::string> seen;
+  CommOptions comm_options;
+  comm_options.shared_memory = !c.gloo;
   expect_ranks_ok(c.pp * c.dp, [&](Communicator& comm) {
     const Trace got = pipelined_run(model, comm, options_of(c), batch, steps);
     std::string worst;
@@ -69,7 +72,7 @@ void expect_equal_to_single_process(const ModelDef& model, const Case& c, int ba
     std::lock_guard<std::mutex> lock(mu);
     EXPECT_LE(err, kTolerance) << "rank " << comm.rank() << ", worst: " << worst;
     for (auto& [name, w] : got.weights) seen.insert(name);
-  });
+  }, comm_options);
   std::set<std::string> all;
   for (auto& [name, w] : ref.weights) all.insert(name);
   EXPECT_EQ(seen, all) << "every parameter lives on some stage";
@@ -90,6 +93,11 @@ std::vector<Case> pipeline_cases() {
   // Interleaved with more chunks: 8 layers in 4 chunks of 2 ranks, 3 of 2 (6 stages).
   for (int v : {3, 4})
     for (int m : {1, 3, 4, 5}) cases.push_back({"interleaved-1f1b", 2, 1, m, v});
+  // Messages through Gloo's sockets, as between hosts (the cases above use shared memory).
+  for (const char* s : {"gpipe", "1f1b", "zb-h1", "interleaved-1f1b", "zb-v"}) {
+    cases.push_back({s, 3, 1, 4});
+    cases.back().gloo = true;
+  }
   return cases;
 }
 
@@ -106,6 +114,8 @@ std::vector<Case> dp_cases() {
   std::vector<Case> cases;
   for (const char* s : {"gpipe", "1f1b", "zb-h1", "interleaved-1f1b", "zb-v"})
     for (auto [pp, dp] : {std::pair{2, 2}, {3, 2}, {1, 2}}) cases.push_back({s, pp, dp, 3});
+  cases.push_back({"1f1b", 2, 2, 3});
+  cases.back().gloo = true;
   return cases;
 }
 

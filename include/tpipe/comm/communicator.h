@@ -5,7 +5,9 @@
 // Neither side blocks the other mid-schedule: a receive is posted early, and a thread of this
 // Communicator (one per peer) posts its data receives as soon as the header arrives, so the data
 // moves while the consumer computes; a send returns at once, and its tensors are released as soon
-// as the peer has taken them. Every wait is bounded by the timeout (counted from when the
+// as the peer has taken them. Between two ranks of one host a message is instead copied into
+// shared memory when it is sent (by a thread of this Communicator when the ring is full) and out
+// of it when it is received, with no socket, no Gloo thread and no header round trip. Every wait is bounded by the timeout (counted from when the
 // Communicator starts waiting on that peer's message; a send's completion by twice that, so a
 // silent peer is reported by the receive that needed it), and a failure names this rank, the
 // peer and the action.
@@ -15,6 +17,7 @@
 #include <c10/util/intrusive_ptr.h>
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +35,12 @@ namespace tpipe {
 
 struct CommOptions {
   std::chrono::milliseconds timeout{300000};  // any wait on a peer longer than this is an error
+  // Point-to-point messages between two ranks of one host go through shared memory (a ring of
+  // this many bytes each way, reserved in /dev/shm when first used) instead of Gloo's sockets;
+  // false, or TPIPE_TRANSPORT=gloo for from_env, sends everything through Gloo. Collectives
+  // always use Gloo.
+  bool shared_memory = true;
+  std::size_t shm_ring_bytes = std::size_t{16} << 20;
 };
 
 class Communicator {
@@ -62,10 +71,14 @@ class Communicator {
   // Starts sending a payload (tensors are made contiguous and held until the peer has them).
   // Throws if an earlier send failed.
   void send(const Payload& p, int dst, wire::Kind kind, int mb, int link, int sender_stage, const Where& where);
-  // Waits until every send started so far has been received; throws if one failed.
+  // Waits until every send started so far has been handed over (received by the peer, or
+  // copied into the shared memory it reads from); throws if one failed.
   void wait_sends();
   // The data tensors of the sends not yet received (what sending holds in memory now).
   std::vector<at::Tensor> tensors_in_flight() const;
+
+  // Whether messages to and from `peer` go through shared memory (else through Gloo).
+  bool shares_memory_with(int peer) const;
 
   // All ranks.
   Group& world();
