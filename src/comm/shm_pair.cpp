@@ -43,6 +43,17 @@ std::string read_line(const char* path) {
   return s;
 }
 
+// Whether a process has exited: no such process, or one that is dead but not yet reaped by its
+// parent (a zombie, which kill(pid, 0) still finds).
+bool process_gone(std::int32_t pid) {
+  if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return false;  // no /proc: only kill() tells
+  const auto paren = stat.rfind(')');        // "pid (comm) S ...": the name may hold spaces
+  return paren != std::string::npos && paren + 2 < stat.size() && (stat[paren + 2] == 'Z' || stat[paren + 2] == 'X');
+}
+
 std::string link_target(const char* path) {
   char buf[256];
   const ssize_t n = readlink(path, buf, sizeof buf - 1);
@@ -177,7 +188,7 @@ void ShmPair::wait(Ring& ring, bool for_data, const std::function<bool()>& ready
     if (c->closed[peer].load())
       throw ShmLost(ShmLost::Why::PeerClosed, "the peer closed the shared-memory channel");
     const std::int32_t pid = c->pid[peer].load();
-    if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
+    if (pid > 0 && pid != getpid() && process_gone(pid))
       throw ShmLost(ShmLost::Why::PeerDied, "the peer's process " + std::to_string(pid) + " is gone");
     if (limit.stopping && limit.stopping()) throw ShmLost(ShmLost::Why::Stopping, "this rank is closing");
     const auto now = std::chrono::steady_clock::now();

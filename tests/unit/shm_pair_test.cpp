@@ -151,6 +151,27 @@ TEST(ShmPair, APeerProcessThatDiesWithoutClosingIsNoticed) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
 }
 
+TEST(ShmPair, APeerThatDiedButIsNotYetReapedIsNoticed) {
+  const std::string name = unique_name("zombie");
+  auto a = ShmPair::create(name, 4096);
+  const pid_t child = fork();
+  if (child == 0) {
+    try {
+      auto b = ShmPair::open(name);
+      _exit(0);  // never closed, and its parent does not reap it until the read below has failed
+    } catch (...) {
+      _exit(1);
+    }
+  }
+  ASSERT_GT(child, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(why_read_fails(*a, within(10s)), ShmLost::Why::PeerDied);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 TEST(ShmPair, TheNameIsGoneOnceUnlinkedAndAForeignSegmentIsRefused) {
   {
     auto a = ShmPair::create(unique_name("name"), 4096);
