@@ -1,6 +1,7 @@
 // One rank of the multi-process fidelity test, started by `tpipe run -n P -- fidelity_worker ...`:
 // trains the fidelity model pipelined and compares its own stage with a single-process reference
-// it computes itself. Exit 0 only when the relative error is <= 1e-10 and the losses match.
+// it computes itself. Exit 0 only when the relative error is <= 1e-10 and the losses match, and
+// the messages went the way TPIPE_TRANSPORT says.
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -19,6 +20,16 @@ int main(int argc, char** argv) {
   const int batch = 14, steps = 3;
   try {
     auto comm = Communicator::from_env();
+    // The ranks of `tpipe run` share this host: their messages go through shared memory, unless
+    // TPIPE_TRANSPORT=gloo asks for Gloo's sockets.
+    const char* transport = std::getenv("TPIPE_TRANSPORT");
+    const bool want_shm = !(transport && std::string(transport) == "gloo");
+    for (int q = 0; q < comm->world_size(); ++q)
+      if (q != comm->rank() && comm->shares_memory_with(q) != want_shm) {
+        std::cerr << "rank " << comm->rank() << ": messages to rank " << q << " go through "
+                  << (want_shm ? "Gloo" : "shared memory") << std::endl;
+        return 1;
+      }
     EngineOptions o;
     o.schedule = schedule;
     o.microbatches = m;
