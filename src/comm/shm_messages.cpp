@@ -118,7 +118,9 @@ void Communicator::Impl::shm_send(detail::ShmPeer& peer, const at::Tensor& heade
     try {
       write_all();
     } catch (const std::exception& e) {
-      throw CommError(where.prefix() + shm_failure(what, e, dst, 2 * timeout));
+      // As a failed send through Gloo: reported by the next send or wait_sends, so that a peer
+      // that died is named first by the receive that needed it.
+      if (send_error.empty()) send_error = where.prefix() + shm_failure(what, e, dst, 2 * timeout);
     }
     return;
   }
