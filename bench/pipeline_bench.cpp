@@ -2,8 +2,10 @@
 // (w1.h), measured as ratios within one run.
 //
 // Two processes on a 2-core VM slow each other down (shared vector units and memory), and the
-// machine drifts by +-20 % from minute to minute. So the orchestrator (no --mode) runs every
-// configuration once per round, in the same order, for several rounds, and reports medians:
+// machine drifts by +-20 % (at times far more) from minute to minute. So the orchestrator (no
+// --mode) runs every configuration once per round, each round starting one configuration later,
+// for several rounds; a ratio is the median over rounds of the two times measured in that round
+// (a drift between rounds cancels), a time the median over rounds:
 //   - one process: the whole batch; the m micro-batches serially, alone and as a concurrent pair
 //     (the same serial work in two processes at once), which gives the concurrent GPipe bound;
 //   - tpipe gpipe, 1f1b, zb-h1, interleaved-1f1b (2 stages per rank) and zb-v over 2 processes
@@ -16,6 +18,7 @@
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -38,13 +41,36 @@ struct Config {
   std::string label, cmd;
   int ranks = 1;             // processes doing the work (GFLOP/s are per rank)
   bool pipeline_peer = false;  // a peer that pipelines over 2 workers: "best peer" is the fastest
-  std::vector<double> step_s;            // one per round: the mean over reporting ranks
+  std::vector<double> step_s;            // one per round: the mean over reporting ranks (NaN: failed)
   std::vector<nlohmann::json> reports;   // rank 0's report of each round
   std::vector<std::vector<nlohmann::json>> by_rank;  // every rank's report of each round
   bool skipped = false;
 };
 
-double med(const Config& c) { return median(c.step_s); }
+double median_finite(const std::vector<double>& v) {
+  std::vector<double> ok;
+  for (double x : v)
+    if (std::isfinite(x)) ok.push_back(x);
+  return median(ok);
+}
+
+double med(const Config& c) { return median_finite(c.step_s); }
+
+// The median over rounds of a / b, each pair measured in the same round (NaN where either is).
+double paired(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> r;
+  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) r.push_back(a[i] / b[i]);
+  return median_finite(r);
+}
+
+// A per-round series from one configuration's reports: f(rank's report) or NaN.
+template <class F>
+std::vector<double> per_round(const Config& c, int rank, F f) {
+  std::vector<double> v;
+  for (const auto& round : c.by_rank)
+    v.push_back(static_cast<int>(round.size()) > rank ? f(round[rank]) : std::nan(""));
+  return v;
+}
 
 std::string seconds(double s) {
   char buf[32];
@@ -60,24 +86,24 @@ double report_median(const Config& c, const std::string& key) {
   return median(v);
 }
 
-// The median over rounds of an action's compute time in one rank's reports (rank 0's hold every
-// rank's actions when pipelined; each process of the serial pair reports its own).
-double op_median(const Config& c, const std::string& op, int rank = 0) {
-  std::vector<double> v;
-  for (const auto& round : c.by_rank) {
-    if (static_cast<int>(round.size()) <= rank) continue;
-    const auto& r = round[rank];
-    if (r.contains("compute_ms") && r["compute_ms"].contains(op)) v.push_back(r["compute_ms"][op].get<double>());
-  }
-  return median(v);
+// The transport a pipelined configuration's messages went through, as its first report says.
+std::string transport(const Config& c) {
+  for (const auto& r : c.reports)
+    if (r.is_object() && r.contains("transport")) return r["transport"].get<std::string>();
+  return "?";
+}
+
+// Each round's compute time of an action in one rank's report (rank 0's hold every rank's
+// actions when pipelined; each process of the serial pair reports its own).
+std::vector<double> op_rounds(const Config& c, const std::string& op, int rank = 0) {
+  return per_round(c, rank, [&](const nlohmann::json& r) {
+    return r.contains("compute_ms") && r["compute_ms"].contains(op) ? r["compute_ms"][op].get<double>() : std::nan("");
+  });
 }
 
 // The median over rounds of one rank's step time.
 double rank_median(const Config& c, int rank) {
-  std::vector<double> v;
-  for (const auto& round : c.by_rank)
-    if (static_cast<int>(round.size()) > rank) v.push_back(round[rank]["step_s"].get<double>());
-  return median(v);
+  return median_finite(per_round(c, rank, [](const nlohmann::json& r) { return r["step_s"].get<double>(); }));
 }
 
 int orchestrate(const Workload& w, const std::string& self, const std::string& tpipe_cmd, const std::string& python,
@@ -118,18 +144,23 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
   std::fflush(stdout);
   for (int r = 0; r < rounds; ++r) {
     std::fprintf(stderr, "round %d/%d\n", r + 1, rounds);
-    for (auto& c : cs) {
+    for (std::size_t k = 0; k < cs.size(); ++k) {
+      auto& c = cs[(k + static_cast<std::size_t>(r)) % cs.size()];
+      c.step_s.resize(static_cast<std::size_t>(r), std::nan(""));  // rounds this one failed in
+      c.reports.resize(static_cast<std::size_t>(r));
+      c.by_rank.resize(static_cast<std::size_t>(r));
       const auto got = run_child(c.cmd);
-      if (!got) {
-        c.skipped = true;
-        continue;
-      }
+      if (!got) continue;
       double sum = 0;
       for (const auto& j : *got) sum += j["step_s"].get<double>();
       c.step_s.push_back(sum / static_cast<double>(got->size()));
       c.reports.push_back(got->front());
       c.by_rank.push_back(*got);
     }
+  }
+  for (auto& c : cs) {
+    c.step_s.resize(static_cast<std::size_t>(rounds), std::nan(""));
+    c.skipped = !(med(c) > 0);
   }
   // Once: data parallelism, and pp x dp on 4 ranks (oversubscribed on 2 cores).
   // W1 gives each rank one thread; one process may instead thread over every core, as `tpipe run`
@@ -148,26 +179,39 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
   }
 
   const int m = w.microbatches, p = 2;
-  const double serial = med(cs[1]), pair = med(cs[2]);
-  const double bound = serial / p * (m + p - 1) / m, conc_bound = pair / p * (m + p - 1) / m;
-  double best_peer = 0;
-  for (const auto& c : cs)
-    if (c.pipeline_peer && !c.skipped)
-      best_peer = best_peer == 0 ? med(c) : std::min(best_peer, med(c));
+  const double stretch = static_cast<double>(m + p - 1) / m / p;
+  const double bound = med(cs[1]) * stretch, conc_bound = med(cs[2]) * stretch;
+  // Per round: the two bounds and the best pipelining peer (the fastest in that round).
+  std::vector<double> bound_r, conc_r, peer_r;
+  for (int r = 0; r < rounds; ++r) {
+    bound_r.push_back(cs[1].step_s[r] * stretch);
+    conc_r.push_back(cs[2].step_s[r] * stretch);
+    double best = std::nan("");
+    for (const auto& c : cs)
+      if (c.pipeline_peer && std::isfinite(c.step_s[r])) best = std::isfinite(best) ? std::min(best, c.step_s[r]) : c.step_s[r];
+    peer_r.push_back(best);
+  }
+  const bool have_peer = median_finite(peer_r) > 0;
   const double peak = doctor["gemm_gflops"].get<double>();
 
   std::printf("\n%-46s %9s  %6s  %6s  %6s  %6s  %s\n", "configuration", "step", "spread", "bound/", "conc./",
               "peer/", "GFLOP/s per rank");
   std::printf("%-46s %9s  %6s  %6s  %6s  %6s\n", "", "", "", "time", "time", "time");
+  // A row measured every round gets paired ratios; one measured once is compared with the medians.
   auto row = [&](const Config& c) {
     if (c.skipped) return void(std::printf("%-46s   skipped\n", c.label.c_str()));
     const double t = med(c);
-    double lo = c.step_s.front(), hi = lo;
-    for (double v : c.step_s) lo = std::min(lo, v), hi = std::max(hi, v);
+    double lo = t, hi = t;
+    for (double v : c.step_s)
+      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+    const bool every_round = static_cast<int>(c.step_s.size()) == rounds;
+    auto ratio = [&](const std::vector<double>& per_round_bound, double median_bound) {
+      return every_round ? paired(per_round_bound, c.step_s) : median_bound / t;
+    };
     const double gflops = w.flops_per_step() / t / 1e9 / c.ranks;
-    std::printf("%-46s %7.3f s  %5.0f%%  %6.2f  %6.2f  ", c.label.c_str(), t, 100 * (hi - lo) / t, bound / t,
-                conc_bound / t);
-    if (best_peer > 0) std::printf("%6.2f  ", best_peer / t); else std::printf("%6s  ", "-");
+    std::printf("%-46s %7.3f s  %5.0f%%  %6.2f  %6.2f  ", c.label.c_str(), t, 100 * (hi - lo) / t,
+                ratio(bound_r, bound), ratio(conc_r, conc_bound));
+    if (have_peer) std::printf("%6.2f  ", ratio(peer_r, median_finite(peer_r))); else std::printf("%6s  ", "-");
     std::printf("%5.1f (%.0f%% of peak)\n", gflops, 100 * gflops / peak);
   };
   for (int i = 0; i < 3; ++i) row(cs[i]);
@@ -176,8 +220,8 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
   for (std::size_t i = 3; i < cs.size(); ++i) row(cs[i]);
   for (const auto& c : once) row(c);
   std::printf("(bound/time and conc./time: 1.00 = at the bound; peer/time: the best 2-process peer's step time over "
-              "this one's; spread: (max-min)/median over rounds; peak: %.0f GFLOP/s, one rank's 1024^3 GEMM, %s "
-              "kernel)\n\n",
+              "this one's; each the median over rounds of the two measured in that round; spread: (max-min)/median "
+              "over rounds; peak: %.0f GFLOP/s, one rank's 1024^3 GEMM, %s kernel)\n\n",
               peak, doctor["kernel"].get<std::string>().c_str());
 
   for (std::size_t i = first_tpipe; i < first_tpipe + tpipe_rows; ++i) {
@@ -185,7 +229,7 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
                 "message latency of %.2f ms: %.1f%%; the actions of all ranks span %.0f ms of the step's %.0f ms; "
                 "recording costs %.2f%% of a step\n",
                 cs[i].label.c_str(), report_median(cs[i], "messages"),
-                cs[i].reports.empty() ? "?" : cs[i].reports.front().value("transport", "?").c_str(),
+                transport(cs[i]).c_str(),
                 100 * report_median(cs[i], "bubble_measured"),
                 report_median(cs[i], "comm_ms"),
                 100 * report_median(cs[i], "bubble_predicted"), report_median(cs[i], "traced_ms"),
@@ -196,12 +240,12 @@ int orchestrate(const Workload& w, const std::string& self, const std::string& t
   std::printf("\nthe serial pair by core: rank 0 %.3f s, rank 1 %.3f s (each rank bound to a core of its own)\n",
               rank_median(cs[2], 0), rank_median(cs[2], 1));
   std::printf("compute per action (ms, medians)  serial alone  serial pair  tpipe gpipe  tpipe 1f1b  1f1b / pair\n");
-  std::printf("  %-32s %12s %12s\n", "", "", "same core");
+  std::printf("  %-32s %12s %12s %36s\n", "", "", "same core", "(per round)");
   for (const char* op : {"0F", "1F", "1B", "0B"}) {
     const int rank = op[0] - '0';
-    const double alone = op_median(cs[1], op), in_pair = op_median(cs[2], op, rank), g = op_median(cs[3], op),
-                 f = op_median(cs[4], op);
-    std::printf("  %-32s %12.2f %12.2f %12.2f %11.2f %11.2f\n", op, alone, in_pair, g, f, f / in_pair);
+    const auto in_pair = op_rounds(cs[2], op, rank), f = op_rounds(cs[4], op);
+    std::printf("  %-32s %12.2f %12.2f %12.2f %11.2f %11.2f\n", op, median_finite(op_rounds(cs[1], op)),
+                median_finite(in_pair), median_finite(op_rounds(cs[3], op)), median_finite(f), paired(f, in_pair));
   }
   std::printf("\npeak activations held by rank 0 (stash and sends):");
   for (std::size_t i = first_tpipe; i < first_tpipe + tpipe_rows; ++i)
