@@ -59,6 +59,7 @@ Communicator::Communicator(int rank, int world_size, const c10::intrusive_ptr<c1
   impl_->rank = rank;
   impl_->world = world_size;
   impl_->timeout = options.timeout;
+  impl_->spin_wait = options.spin_wait;
   impl_->store = store;
   auto opts = c10d::ProcessGroupGloo::Options::create(options.timeout);
   impl_->gloo_options = opts;
@@ -101,6 +102,16 @@ std::unique_ptr<Communicator> Communicator::from_env(const CommOptions& options)
     else if (*t != "auto" && !t->empty())
       throw ConfigError(Where{e.rank}.prefix() + "TPIPE_TRANSPORT is '" + *t +
                         "': it is 'auto' (shared memory between ranks of one host) or 'gloo'");
+  }
+  if (const auto w = process_env()("TPIPE_WAIT")) {
+    if (*w == "spin")
+      opts.spin_wait = std::chrono::seconds(1);
+    else if (*w == "sleep")
+      opts.spin_wait = std::chrono::milliseconds(0);
+    else if (!w->empty())
+      throw ConfigError(Where{e.rank}.prefix() + "TPIPE_WAIT is '" + *w +
+                        "': it is 'spin' (a rank waiting for a peer on its host polls, for a rank with a core of its "
+                        "own) or 'sleep'");
   }
   const int rank = e.rank, world = e.world_size, port = e.master_port;
   const std::string& addr = e.master_addr;

@@ -79,6 +79,7 @@ struct Communicator::Impl {
   int rank;
   int world;
   std::chrono::milliseconds timeout;
+  std::chrono::milliseconds spin_wait{0};  // CommOptions::spin_wait
   c10::intrusive_ptr<c10d::Store> store;
   bool hosts_known = false;  // every rank's host address is in the store (detail::kHostKey)
   c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options;

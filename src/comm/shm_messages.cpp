@@ -156,7 +156,8 @@ Payload Communicator::Impl::shm_receive(detail::ShmPeer& peer, PendingRecv& r, c
   if (!peer.broken.empty()) throw CommError(where.prefix() + peer.broken);
   const std::string what = "receiving the " + wire::to_string(r.kind) + " of mb " + std::to_string(r.mb) +
                            " from rank " + std::to_string(r.src);
-  const detail::WaitLimit limit{std::chrono::steady_clock::now() + timeout, [this] { return stopper.stopping(); }};
+  const auto now = std::chrono::steady_clock::now();
+  const detail::WaitLimit limit{now + timeout, [this] { return stopper.stopping(); }, now + spin_wait};
   try {
     for (;;) {
       std::int64_t words[wire::kHeaderWords + 1];

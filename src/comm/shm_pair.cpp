@@ -2,6 +2,7 @@
 #include "shm_pair.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 
@@ -34,6 +36,59 @@ void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t seen, std::chron
 
 void futex_wake(std::atomic<std::uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Nanoseconds the calling thread has spent runnable but waiting for a CPU (the kernel's
+// schedstat), or -1 when the kernel does not say.
+std::int64_t runqueue_wait_ns() {
+  const int fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[96];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  unsigned long long run = 0, wait = 0;
+  return std::sscanf(buf, "%llu %llu", &run, &wait) == 2 ? static_cast<std::int64_t>(wait) : -1;
+}
+
+enum class Polled { Ready, TimeUp, CoreWanted };
+
+// Polls `ready` until it holds or `until` passes. Every 50 us the core goes to any other thread
+// of this rank that wants it (its send lane, Gloo's). Every 1 ms it looks at how long this thread
+// waited for the core: a quarter of the time or more means another process's thread runs there
+// too (two jobs bound to the same cores), and polling would take the core from it: CoreWanted.
+Polled poll(const std::function<bool()>& ready, std::chrono::steady_clock::time_point until) {
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kYieldEvery = std::chrono::microseconds(50);
+  constexpr auto kLookEvery = std::chrono::milliseconds(1);
+  const auto start = Clock::now();
+  const std::int64_t waited0 = runqueue_wait_ns();
+  auto yield_at = start + kYieldEvery, look_at = start + kLookEvery;
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return Polled::Ready;
+    cpu_relax();
+    if (i % 64) continue;
+    const auto now = Clock::now();
+    if (now >= until) return Polled::TimeUp;
+    if (now >= yield_at) {
+      sched_yield();
+      yield_at = now + kYieldEvery;
+    }
+    if (now >= look_at && waited0 >= 0) {
+      look_at = now + kLookEvery;
+      const auto elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(now - start).count();
+      if (4 * (runqueue_wait_ns() - waited0) >= elapsed) return Polled::CoreWanted;
+    }
+  }
 }
 
 std::string read_line(const char* path) {
@@ -176,14 +231,16 @@ std::size_t ShmPair::room() const {
   return ring_bytes_ - static_cast<std::size_t>(r.head.load() - r.tail.load());
 }
 
-void ShmPair::wait(Ring& ring, bool for_data, const std::function<bool()>& ready, const WaitLimit& limit) const {
+void ShmPair::wait(Ring& ring, bool for_data, const std::function<bool()>& ready, const WaitLimit& limit) {
   auto* c = static_cast<Control*>(base_);
   const int peer = 1 - side_;
   auto& seq = for_data ? ring.data_seq : ring.room_seq;
   auto& sleeps = for_data ? ring.reader_sleeps : ring.writer_sleeps;
   for (;;) {
+    const auto at = std::chrono::steady_clock::now();
+    const bool spinning = at < limit.spin_until && at.time_since_epoch().count() >= no_polling_until_.load();
     const std::uint32_t seen = seq.load();
-    sleeps.store(1);
+    if (!spinning) sleeps.store(1);  // a polling reader needs no wake-up call
     if (ready()) break;
     if (c->closed[peer].load())
       throw ShmLost(ShmLost::Why::PeerClosed, "the peer closed the shared-memory channel");
@@ -193,6 +250,13 @@ void ShmPair::wait(Ring& ring, bool for_data, const std::function<bool()>& ready
     if (limit.stopping && limit.stopping()) throw ShmLost(ShmLost::Why::Stopping, "this rank is closing");
     const auto now = std::chrono::steady_clock::now();
     if (now >= limit.deadline) throw ShmLost(ShmLost::Why::TimedOut, "timed out");
+    if (spinning) {  // one slice of polling, then the peer and the limits are looked at again
+      const Polled p = poll(ready, std::min({limit.spin_until, limit.deadline, now + kSlice}));
+      if (p == Polled::Ready) break;
+      if (p == Polled::CoreWanted)
+        no_polling_until_.store((std::chrono::steady_clock::now() + std::chrono::seconds(1)).time_since_epoch().count());
+      continue;
+    }
     futex_wait(&seq, seen, std::min<std::chrono::milliseconds>(
                                kSlice, std::chrono::duration_cast<std::chrono::milliseconds>(limit.deadline - now) +
                                            std::chrono::milliseconds(1)));

@@ -10,6 +10,7 @@
 // stopping, or at the deadline; it then throws ShmLost saying which.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -25,10 +26,13 @@ struct ShmLost : std::runtime_error {
   Why why;
 };
 
-// What a wait gives up on besides the peer: the deadline and the caller's own stop flag.
+// What a wait gives up on besides the peer: the deadline and the caller's own stop flag; and
+// until when it polls instead of sleeping (a core that sleeps on a VM is lent to other guests and
+// comes back with cold caches: see CommOptions::spin_wait).
 struct WaitLimit {
   std::chrono::steady_clock::time_point deadline;
   std::function<bool()> stopping;  // may be empty
+  std::chrono::steady_clock::time_point spin_until{};  // the epoch: sleep at once
 };
 
 class ShmPair {
@@ -63,8 +67,8 @@ class ShmPair {
   ShmPair(int fd, void* base, std::size_t bytes, int side, std::string name);
   Ring& out() const;
   Ring& in() const;
-  // Sleeps until `ready()` or a limit; `word` is the futex the other side bumps.
-  void wait(Ring& ring, bool for_data, const std::function<bool()>& ready, const WaitLimit& limit) const;
+  // Polls, then sleeps, until `ready()` or a limit.
+  void wait(Ring& ring, bool for_data, const std::function<bool()>& ready, const WaitLimit& limit);
 
   int fd_;
   bool reserved_ = false;
@@ -74,6 +78,8 @@ class ShmPair {
   int side_;
   std::string name_;
   bool unlinked_ = false;
+  // A wait that found another thread wanting its core stopped polling; the waits until then sleep.
+  std::atomic<std::chrono::steady_clock::rep> no_polling_until_{0};  // steady_clock ticks
 };
 
 // What two ranks must share to reach each other this way: one boot of one machine and the same

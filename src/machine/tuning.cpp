@@ -159,6 +159,13 @@ RankTuning choose_rank_tuning(const MachineFacts& facts, int local_ranks,
       t.cpus.emplace_back(facts.cpus.begin() + r * per_rank, facts.cpus.begin() + (r + 1) * per_rank);
     bind_note = "; each rank bound to " + std::to_string(per_rank) + (per_rank == 1 ? " core" : " cores") +
                 " of its own";
+    // A core of its own: waiting for a peer by polling keeps it (and its caches) warm.
+    if (auto wait = env.find("TPIPE_WAIT"); wait != env.end()) {
+      bind_note += ", TPIPE_WAIT=" + wait->second + " (yours)";
+    } else {
+      t.set.emplace_back("TPIPE_WAIT", "spin");
+      bind_note += ", polling while it waits for a peer (TPIPE_WAIT=spin)";
+    }
   }
   t.line = kernel + "; " + threads + malloc_note + bind_note;
   return t;

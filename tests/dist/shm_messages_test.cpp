@@ -107,29 +107,53 @@ TEST(ShmMessages, ASendLargerThanTheRingIsHeldUntilThePeerReadsIt) {
   }, small_ring());
 }
 
-TEST(ShmMessages, APeerThatLeavesIsAnErrorAtOnceAndASilentOneAtTheTimeout) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto errors = run_ranks(2, [&](Communicator& comm) {
-    if (comm.rank() == 1) throw std::runtime_error("rank 1 fails");
-    auto r = comm.post_recv(1, wire::Kind::Gradient, 2);
-    comm.wait_recv(*r, Where{0, 0, 2, "0B2"});
-  }, small_ring());
-  EXPECT_THAT(errors[0], HasSubstr("[rank 0 | stage 0 | mb 2 | 0B2] receiving the gradient of mb 2 from rank 1 "
-                                   "failed: rank 1 closed the connection (it died or failed)"));
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
-
-  CommOptions fast = small_ring();
-  fast.timeout = 500ms;
-  errors = run_ranks(2, [&](Communicator& comm) {
-    if (comm.rank() == 1) {
-      std::this_thread::sleep_for(2s);
-      return;
+// Ranks that poll while they wait (what `tpipe run` sets up for ranks with cores of their own)
+// get the same messages.
+TEST(ShmMessages, RanksThatPollWhileTheyWaitGetEveryMessage) {
+  CommOptions polling = small_ring();
+  polling.spin_wait = 1s;
+  expect_ranks_ok(2, [&](Communicator& comm) {
+    const int me = comm.rank(), peer = 1 - me, n = 6;
+    for (int k = 0; k < n; ++k) {
+      if ((k + me) % 2 == 0) comm.send(message(k, me), peer, wire::Kind::Activation, k, 0, 0, Where{me});
+      auto r = comm.post_recv(peer, wire::Kind::Activation, k);
+      if ((k + me) % 2 == 1) std::this_thread::sleep_for(20ms);  // one side waits, polling
+      expect_same(comm.wait_recv(*r, Where{me}), message(k, peer), "message " + std::to_string(k));
+      if ((k + me) % 2 == 1) comm.send(message(k, me), peer, wire::Kind::Activation, k, 0, 0, Where{me});
     }
-    auto r = comm.post_recv(1, wire::Kind::Activation, 0);
-    comm.wait_recv(*r, Where{0});
-  }, fast);
-  EXPECT_THAT(errors[0], HasSubstr("receiving the activation of mb 0 from rank 1 failed: rank 1 sent nothing for 0.5 s"));
-  EXPECT_EQ(errors[1], "");
+    comm.wait_sends();
+  }, polling);
+}
+
+TEST(ShmMessages, APeerThatLeavesIsAnErrorAtOnceAndASilentOneAtTheTimeout) {
+  CommOptions polling = small_ring();
+  polling.spin_wait = 10s;
+  for (const auto& options : {small_ring(), polling}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto errors = run_ranks(2, [&](Communicator& comm) {
+      if (comm.rank() == 1) throw std::runtime_error("rank 1 fails");
+      auto r = comm.post_recv(1, wire::Kind::Gradient, 2);
+      comm.wait_recv(*r, Where{0, 0, 2, "0B2"});
+    }, options);
+    EXPECT_THAT(errors[0], HasSubstr("[rank 0 | stage 0 | mb 2 | 0B2] receiving the gradient of mb 2 from rank 1 "
+                                     "failed: rank 1 closed the connection (it died or failed)"));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  }
+
+  CommOptions fast = small_ring(), fast_polling = polling;
+  fast.timeout = fast_polling.timeout = 500ms;
+  for (const auto& options : {fast, fast_polling}) {
+    auto errors = run_ranks(2, [&](Communicator& comm) {
+      if (comm.rank() == 1) {
+        std::this_thread::sleep_for(2s);
+        return;
+      }
+      auto r = comm.post_recv(1, wire::Kind::Activation, 0);
+      comm.wait_recv(*r, Where{0});
+    }, options);
+    EXPECT_THAT(errors[0], HasSubstr("receiving the activation of mb 0 from rank 1 failed: rank 1 sent nothing for 0.5 s"));
+    EXPECT_EQ(errors[1], "");
+  }
 }
 
 }  // namespace

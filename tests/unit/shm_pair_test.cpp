@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -123,6 +124,54 @@ TEST(ShmPair, AWaitEndsAtItsDeadlineOrWhenTheCallerStops) {
   } catch (const ShmLost& e) {
     EXPECT_EQ(e.why, ShmLost::Why::TimedOut);
   }
+}
+
+// A reader that polls (CommOptions::spin_wait) gets its bytes, goes to sleep when its polling
+// time is up and is still woken by the writer, and ends on close, deadline and stop as a
+// sleeping one does.
+TEST(ShmPair, APollingReaderGetsItsBytesAndEndsAsASleepingOneDoes) {
+  auto a = ShmPair::create(unique_name("poll"), 4096);
+  auto b = ShmPair::open(unique_name("poll"));
+  auto polling = [](std::chrono::milliseconds t, std::chrono::milliseconds spin, std::function<bool()> stop = {}) {
+    const auto now = std::chrono::steady_clock::now();
+    return WaitLimit{now + t, std::move(stop), now + spin};
+  };
+  for (const std::chrono::milliseconds spin : {10000ms, 100ms}) {  // polls all along; polls, then sleeps before the bytes come
+    std::thread writer([&] {
+      std::this_thread::sleep_for(300ms);
+      const std::uint64_t x = 0xabcdef;
+      a->write(&x, 8, within(1s));
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    std::uint64_t y = 0;
+    b->read(&y, 8, polling(10s, spin));
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(y, 0xabcdefu);
+    EXPECT_GE(waited, 300ms);
+    EXPECT_LT(waited, 2s);
+    writer.join();
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(why_read_fails(*b, polling(200ms, 10s)), ShmLost::Why::TimedOut);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  std::atomic<bool> stop{false};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(100ms);
+    stop = true;
+  });
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(why_read_fails(*b, polling(10s, 10s, [&] { return stop.load(); })), ShmLost::Why::Stopping);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  stopper.join();
+  std::thread closer([&] {
+    std::this_thread::sleep_for(100ms);
+    a->close();
+  });
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(why_read_fails(*b, polling(10s, 10s)), ShmLost::Why::PeerClosed);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  closer.join();
 }
 
 TEST(ShmPair, APeerProcessThatDiesWithoutClosingIsNoticed) {

@@ -181,6 +181,26 @@ TEST(Tuning, EachRankIsBoundToCoresOfItsOwnWhenTheyFit) {
   EXPECT_TRUE(choose_rank_tuning(f, 2, {}).cpus.empty());
 }
 
+TEST(Tuning, ARankWithCoresOfItsOwnPollsWhileItWaitsForAPeer) {
+  auto f = facts(kAvx512, 2, "SkylakeX");
+  f.cpus = {0, 1};
+  const RankTuning bound = choose_rank_tuning(f, 2, {});
+  EXPECT_EQ(as_map(bound).at("TPIPE_WAIT"), "spin");
+  EXPECT_NE(bound.line.find("each rank bound to 1 core of its own, polling while it waits for a peer (TPIPE_WAIT=spin)"),
+            std::string::npos)
+      << bound.line;
+  // The user's choice stands.
+  const RankTuning theirs = choose_rank_tuning(f, 2, {{"TPIPE_WAIT", "sleep"}});
+  EXPECT_EQ(as_map(theirs).count("TPIPE_WAIT"), 0u);
+  EXPECT_NE(theirs.line.find("TPIPE_WAIT=sleep (yours)"), std::string::npos) << theirs.line;
+  // Ranks that share cores (more ranks than cores, or binding off) must not poll: they would
+  // take the core from the rank they wait for.
+  for (const auto& t : {choose_rank_tuning(f, 3, {}), choose_rank_tuning(f, 2, {{"TPIPE_CPU_BIND", "none"}})}) {
+    EXPECT_EQ(as_map(t).count("TPIPE_WAIT"), 0u);
+    EXPECT_EQ(t.line.find("TPIPE_WAIT"), std::string::npos) << t.line;
+  }
+}
+
 TEST(Tuning, OversubscriptionByTheUserIsSaid) {
   const RankTuning t = choose_rank_tuning(facts(kAvx512, 2, "SkylakeX"), 2, {{"OMP_NUM_THREADS", "2"}});
   EXPECT_NE(t.line.find("oversubscribed"), std::string::npos);
